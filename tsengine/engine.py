@@ -1,0 +1,593 @@
+"""The embedded storage engine: the write path, the persister, and the query entry points.
+
+Write path (``write``/``write_arrow``/``write_rows``/``write_batches``)::
+
+    columns ─► TableBatch (validated) ─► schema merge (type conflicts raise) ─► admission
+            ─► WAL append ─► ring-buffer append ─► [lock released] ─► WAL fsync policy ─► return
+
+Everything before the WAL append can fail and leaves no trace; nothing after it can fail, so a
+call either writes all of its rows (every table it names) or none. Under ``fsync="always"`` a
+call returns only after an fsync covering its record (shared with concurrent writers).
+
+A background persister thread freezes chunks that are full or older than
+``max_chunk_age_s`` and writes them as Parquet partition files; the table's manifest is then
+rewritten and WAL segments whose records are all persisted are deleted. ``flush()`` does the
+same synchronously. On open, manifests are reconciled with the files on disk and the WAL
+records not yet covered by a manifest are replayed.
+
+Queries (``sql``) run on DuckDB over per-table views (see :mod:`tsengine.query.views`);
+``latest`` answers "last value of every series" from memory.
+
+Thread safety: every public method may be called from any thread. One lock guards the
+in-memory state; Parquet writing, fsync and DuckDB run outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tsengine.clock import Clock, SystemClock
+from tsengine.errors import InvalidInput, NotFound, Overloaded, TsengineError
+from tsengine.model.batch import TableBatch
+from tsengine.model.names import validate_db, validate_table
+from tsengine.model.schema import TableSchema
+from tsengine.persist import compaction
+from tsengine.persist.manifest import FileEntry, Manifest, reconcile
+from tsengine.persist.parquet import sort_dedup_split, write_file
+from tsengine.persist.paths import EMPTY_PARQUET, NS_PER_HOUR, TMP_DIR, PartitionFile, table_dir, unescape_name
+from tsengine.query.layer import QueryLayer
+from tsengine.query.views import ROW_COLUMN, TableSnapshot
+from tsengine.settings import Settings
+from tsengine.write import record
+from tsengine.write.buffer import INT64_MIN, Chunk, TableBuffer
+from tsengine.write.wal import Wal
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("tsengine.engine")
+
+
+@dataclass
+class TableState:
+    """One table: its live buffer, its persisted manifest, and its view bookkeeping."""
+
+    db: str
+    buffer: TableBuffer
+    manifest: Manifest
+    view_id: int
+    schema_version: int = 0
+    persist_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def schema(self) -> TableSchema:
+        return self.buffer.schema
+
+
+class Engine:
+    """An open tsengine data directory. Use :meth:`open`; close with :meth:`close` or ``with``."""
+
+    def __init__(self, path: str | Path, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
+        self.path = Path(path).resolve()
+        self.settings = settings or Settings()
+        self.clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        self._tables: dict[tuple[str, str], TableState] = {}
+        self._buffer_bytes = 0
+        self._readers = 0
+        self._graveyard: list[Path] = []
+        self._closed = False
+        self._persist_wake = threading.Event()
+        self._stop = threading.Event()
+        self._persist_lock = threading.Lock()  # one persister at a time (thread or flush())
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / TMP_DIR).mkdir(exist_ok=True)
+        self._empty = self.path / EMPTY_PARQUET
+        if not self._empty.exists():
+            pq.write_table(pa.table({"time": pa.array([], pa.timestamp("ns"))}), self._empty)
+        self._load_manifests()
+        self.wal = Wal(
+            self.path,
+            fsync=self.settings.fsync,
+            fsync_interval_s=self.settings.fsync_interval_s,
+            segment_bytes=self.settings.wal_segment_bytes,
+        )
+        self._replay()
+        next_seq = max(
+            [self.wal.last_seq, *(max(s.manifest.max_file_seq(), max(s.manifest.hwm.values(), default=0))
+                                  for s in self._tables.values())]
+        ) + 1
+        self.wal.start(next_seq)
+        self.query = QueryLayer(
+            self.path,
+            self,
+            empty_parquet=self._empty,
+            temp_dir=self.path / TMP_DIR,
+            memory_limit=self.settings.query_memory_limit,
+            threads=self.settings.query_threads,
+            timeout_s=self.settings.query_timeout_s,
+        )
+        self._persister = threading.Thread(target=self._persist_loop, name="tsengine-persister", daemon=True)
+        self._persister.start()
+
+    @classmethod
+    def open(cls, path: str | Path, *, clock: Clock | None = None, **settings: Any) -> Engine:
+        """Open (or create) a data directory. Keyword arguments override :class:`Settings`."""
+        return cls(path, Settings().replace(**settings), clock=clock)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- open -------------------------------------------------------------------------------
+
+    def _new_state(self, db: str, manifest: Manifest) -> TableState:
+        max_ns = manifest.max_ns()
+        buf = TableBuffer(db, manifest.schema, persisted_max_ns=INT64_MIN if max_ns is None else max_ns)
+        return TableState(db=db, buffer=buf, manifest=manifest, view_id=len(self._tables) + 1)
+
+    def _load_manifests(self) -> None:
+        for db_dir in sorted(p for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("_")):
+            try:
+                validate_db(db_dir.name)
+            except TsengineError:
+                continue
+            for tdir in sorted(p for p in db_dir.iterdir() if p.is_dir()):
+                manifest = Manifest.load(tdir)
+                table = manifest.table if manifest else unescape_name(tdir.name)
+                manifest, changed = reconcile(manifest, tdir, db_dir.name, table)
+                if changed:
+                    manifest.save(tdir)
+                self._tables[(db_dir.name, table)] = self._new_state(db_dir.name, manifest)
+
+    def _replay(self) -> None:
+        records = 0
+        for seq, payload in self.wal.replay():
+            batches = record.decode(payload)
+            todo = []
+            for b in batches:
+                state = self._tables.get((b.db, b.table))
+                if state is not None and seq <= state.manifest.persisted_seq(self.settings.node_id):
+                    continue
+                todo.append(b)
+            if todo:
+                self._apply(todo, seq=seq, admit=False)
+                records += 1
+        if records:
+            log.info("replayed %d WAL records into %s", records, self.path)
+
+    # -- write ------------------------------------------------------------------------------
+
+    def write(
+        self,
+        table: str,
+        time: Any,
+        *,
+        tags: Mapping[str, Any] | None = None,
+        fields: Mapping[str, Any] | None = None,
+        db: str = "default",
+    ) -> int:
+        """Write one columnar batch atomically; returns the number of rows written.
+
+        ``time`` is int64 nanoseconds since the epoch (UTC); columns are numpy arrays, lists or
+        Arrow arrays of equal length. Blocks until the fsync policy is met.
+
+        Raises:
+            InvalidInput: bad names, lengths or types; SchemaConflict for a type change.
+            Overloaded: the buffer memory bound is reached (retry after ``retry_after_s``).
+        """
+        return self.write_batches([TableBatch.build(table, time, tags=tags, fields=fields, db=db)])
+
+    def write_arrow(
+        self, table: str, data: pa.Table | pa.RecordBatch, *, tags: Iterable[str] | None = None, db: str = "default"
+    ) -> int:
+        """Write an Arrow table/batch: a ``time`` column plus tags and fields.
+
+        A column is a tag when named in ``tags``, dictionary-typed (dictionary<string>), or
+        marked with :data:`tsengine.model.TAG_METADATA`; all others are fields.
+        """
+        return self.write_batches([TableBatch.from_arrow(table, data, tags=tags, db=db)])
+
+    def write_rows(
+        self, table: str, rows: Iterable[Mapping[str, Any]], *, tags: Iterable[str] = (), db: str = "default"
+    ) -> int:
+        """Row-at-a-time convenience: ``[{"time": ns, "host": "a", "v": 1.0}, ...]``.
+
+        Keys named in ``tags`` are tags, ``time`` is the time, every other key is a field; a
+        missing key or None means absent on that row.
+        """
+        rows = list(rows)
+        tag_set = set(tags)
+        names: dict[str, None] = {}
+        for r in rows:
+            for k in r:
+                names.setdefault(k, None)
+        if "time" not in names:
+            raise InvalidInput(f"cannot write table {table!r}: rows have no 'time'")
+        cols = {k: [r.get(k) for r in rows] for k in names}
+        time = cols.pop("time")
+        if any(t is None for t in time):
+            raise InvalidInput(f"cannot write table {table!r}: a row has no 'time'")
+        return self.write(
+            table,
+            np.asarray(time, dtype=np.int64),
+            tags={k: v for k, v in cols.items() if k in tag_set},
+            fields={k: v for k, v in cols.items() if k not in tag_set},
+            db=db,
+        )
+
+    def write_batches(self, batches: list[TableBatch]) -> int:
+        """Write several batches (any tables) as one atomic unit; returns rows written."""
+        if self._closed:
+            raise TsengineError("cannot write: the engine is closed")
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return 0
+        payload = record.encode(batches)
+        seq = self._apply(batches, payload=payload)
+        self.wal.wait_durable(seq)
+        return sum(b.num_rows for b in batches)
+
+    def _apply(self, batches: list[TableBatch], *, payload: bytes | None = None, seq: int = 0, admit: bool = True) -> int:
+        s = self.settings
+        with self._lock:
+            # 1. Validate against schemas (may raise; nothing changed yet).
+            schemas: dict[tuple[str, str], TableSchema] = {}
+            rows: dict[tuple[str, str], int] = {}
+            for b in batches:
+                key = (b.db, b.table)
+                state = self._tables.get(key)
+                base = schemas.get(key) or (state.schema if state else TableSchema(b.table))
+                schemas[key] = base.merge(b)
+                rows[key] = rows.get(key, 0) + b.num_rows
+            # 2. Admission: room for every chunk this call needs.
+            need: dict[tuple[str, str], int] = {}
+            for key, n in rows.items():
+                state = self._tables.get(key)
+                active = state.buffer.active_chunk() if state else None
+                if active is None or not active.fits(n):
+                    cap = state.buffer.next_capacity(n, s.min_chunk_rows, s.max_chunk_rows) if state else max(
+                        s.min_chunk_rows, n
+                    )
+                    need[key] = cap
+            if admit and need:
+                sch = schemas
+                extra = sum(cap * (12 + 4 * len(sch[k].tags) + 9 * len(sch[k].fields)) for k, cap in need.items())
+                if self._buffer_bytes + extra > s.max_buffer_bytes:
+                    self._persist_wake.set()
+                    raise Overloaded(
+                        f"cannot write: the write buffers are full ({self._buffer_bytes} of "
+                        f"{s.max_buffer_bytes} bytes); persisting, retry shortly",
+                        retry_after_s=s.overload_retry_after_s,
+                    )
+            # 3. The WAL makes it durable (or raises, leaving nothing behind).
+            if payload is not None:
+                seq = self.wal.append(payload)
+            # 4. Apply: cannot fail from here on.
+            for key, cap in need.items():
+                state = self._tables.get(key)
+                if state is None:
+                    manifest = Manifest(db=key[0], schema=TableSchema(key[1]))
+                    state = self._tables[key] = self._new_state(key[0], manifest)
+                active = state.buffer.active_chunk()
+                if active is not None:
+                    active.frozen = True
+                    self._persist_wake.set()
+                chunk = Chunk(cap, self.clock.monotonic_s())
+                state.buffer.chunks.append(chunk)
+                self._buffer_bytes += chunk.nbytes
+            for b in batches:
+                key = (b.db, b.table)
+                state = self._tables[key]
+                if state.buffer.schema is not schemas[key]:
+                    state.buffer.schema = schemas[key]
+                    state.schema_version += 1
+                chunk = state.buffer.chunks[-1]
+                before = chunk.nbytes
+                plan = state.buffer.plan(b, schemas[key])
+                state.buffer.apply(plan, chunk, seq)
+                self._buffer_bytes += chunk.nbytes - before
+                if chunk.n >= chunk.capacity:
+                    chunk.frozen = True
+                    self._persist_wake.set()
+            if not admit and self._buffer_bytes > s.max_buffer_bytes:
+                # Replaying a long WAL: persist as we go instead of growing past the bound.
+                self._freeze_all()
+                self._persist_frozen()
+        return seq
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _persist_loop(self) -> None:
+        while not self._stop.is_set():
+            self._persist_wake.wait(self.settings.persist_check_interval_s)
+            self._persist_wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self._freeze_aged()
+                self._persist_frozen()
+            except Exception:  # a task boundary: log, retry next round
+                log.exception("background persist failed; will retry")
+
+    def _freeze_aged(self) -> None:
+        now = self.clock.monotonic_s()
+        with self._lock:
+            for state in self._tables.values():
+                active = state.buffer.active_chunk()
+                if active is not None and active.n and now - active.created_s >= self.settings.max_chunk_age_s:
+                    active.frozen = True
+
+    def _freeze_all(self) -> None:
+        with self._lock:
+            for state in self._tables.values():
+                active = state.buffer.active_chunk()
+                if active is not None:
+                    if active.n:
+                        active.frozen = True
+                    else:  # an empty chunk is dropped, not persisted
+                        state.buffer.chunks.remove(active)
+                        self._buffer_bytes -= active.nbytes
+
+    def _persist_frozen(self) -> None:
+        with self._persist_lock:
+            while True:
+                with self._lock:
+                    todo = [
+                        (state, state.buffer.chunks[0])
+                        for state in self._tables.values()
+                        if state.buffer.chunks and state.buffer.chunks[0].frozen
+                    ]
+                if not todo:
+                    break
+                for state, chunk in todo:
+                    self._persist_chunk(state, chunk)
+            self._truncate_wal()
+
+    def _persist_chunk(self, state: TableState, chunk: Chunk) -> None:
+        s = self.settings
+        with self._lock:  # the dictionaries keep growing outside the lock
+            schema = state.schema
+            dict_arrays = {name: d.arrow() for name, d in state.buffer.dicts.items()}
+        data = _chunk_arrow(chunk, dict_arrays)
+        tdir = table_dir(self.path, state.db, schema.table)
+        entries = []
+        for hour, part in sort_dedup_split(data, schema.tags):
+            pf = PartitionFile(hour=hour, seq=chunk.max_seq, gen=0, node=s.node_id)
+            written = write_file(
+                pf.path(self.path, state.db, schema.table),
+                part,
+                schema,
+                row_group_rows=s.row_group_rows,
+                zstd_level=s.zstd_level,
+                max_decimals=s.max_scaled_decimals,
+            )
+            entries.append(
+                FileEntry(pf, written.rows, written.min_ns, written.max_ns, written.bytes, hour in chunk.dirty_hours)
+            )
+        with state.persist_lock:
+            new = state.manifest.copy()
+            new.schema = schema
+            for e in entries:
+                new.files[e.file.relpath()] = e
+            new.hwm[s.node_id] = max(new.hwm.get(s.node_id, 0), chunk.max_seq)
+            new.save(tdir)
+            with self._lock:
+                state.manifest = new
+                state.buffer.chunks.remove(chunk)
+                self._buffer_bytes -= chunk.nbytes
+
+    def _truncate_wal(self) -> None:
+        with self._lock:
+            pending = [c.min_seq for st in self._tables.values() for c in st.buffer.chunks if c.n]
+            floor = min(pending) if pending else self.wal.last_seq + 1
+        self.wal.remove_before(floor)
+
+    def flush(self) -> None:
+        """Persist every live row to Parquet now (blocking) and trim the WAL."""
+        self._freeze_all()
+        self._persist_frozen()
+
+    def compact(self, *, db: str | None = None, table: str | None = None) -> int:
+        """Merge each partition's files into one and drop duplicates; returns files removed.
+
+        Readers never see a row missing or doubled: the merged file replaces its inputs in the
+        manifest in one step, and the inputs are deleted only after queries that may read them
+        have finished.
+        """
+        removed = 0
+        for state in self._states(db, table):
+            with state.persist_lock:
+                result = compaction.compact_table(
+                    self.path, state.db, state.manifest, settings=self.settings, min_files=self.settings.compact_min_files
+                )
+                if result is None:
+                    continue
+                new, obsolete = result
+                with self._lock:
+                    state.manifest = new
+                    self._bury(obsolete)
+                removed += len(obsolete)
+        return removed
+
+    def apply_retention(self, now_ns: int | None = None) -> int:
+        """Drop partitions past their retention (``Settings.retention_hours``); returns files."""
+        now_ns = self.clock.now_ns() if now_ns is None else now_ns
+        dropped = 0
+        for state in self._states(None, None):
+            hours = self.settings.retention_hours.get(f"{state.db}.{state.schema.table}")
+            if hours is None:
+                hours = self.settings.retention_hours.get(state.db)
+            if not hours:
+                continue
+            cutoff_hour = (now_ns - int(hours * 3600e9)) // NS_PER_HOUR
+            with state.persist_lock:
+                expired = [e for e in state.manifest.files.values() if e.file.hour < cutoff_hour]
+                if not expired:
+                    continue
+                new = state.manifest.copy()
+                for e in expired:
+                    del new.files[e.file.relpath()]
+                new.save(table_dir(self.path, state.db, state.schema.table))
+                with self._lock:
+                    state.manifest = new
+                    self._bury([e.file.path(self.path, state.db, state.schema.table) for e in expired])
+                dropped += len(expired)
+        return dropped
+
+    def _bury(self, paths: list[Path]) -> None:
+        """Delete files no longer listed, once no query snapshot may still read them."""
+        self._graveyard.extend(paths)
+        if self._readers == 0:
+            self._empty_graveyard()
+
+    def _empty_graveyard(self) -> None:
+        for p in self._graveyard:
+            p.unlink(missing_ok=True)
+        self._graveyard.clear()
+
+    def _states(self, db: str | None, table: str | None) -> list[TableState]:
+        with self._lock:
+            return [
+                st
+                for (d, t), st in self._tables.items()
+                if (db is None or d == db) and (table is None or t == table)
+            ]
+
+    # -- query ------------------------------------------------------------------------------
+
+    def sql(self, query: str, params: Any = None) -> pa.Table:
+        """Run one read-only SQL statement over every table; returns an Arrow table.
+
+        Tables are ``"db".table`` (``default``'s tables also unqualified); ``time`` is
+        TIMESTAMP_NS (UTC). Blocks; thread-safe.
+        """
+        return self.query.sql(query, params)
+
+    def snapshot(self, names: set[str]) -> list[TableSnapshot]:
+        """Consistent view of the named tables (SnapshotSource for the query layer)."""
+        out = []
+        with self._lock:
+            self._readers += 1
+            for (db, table), st in self._tables.items():
+                if table in names:
+                    out.append(self._snapshot_table(db, st))
+        return out
+
+    def release(self, snaps: list[TableSnapshot]) -> None:
+        with self._lock:
+            self._readers -= 1
+            if self._readers == 0 and self._graveyard:
+                self._empty_graveyard()
+
+    def _snapshot_table(self, db: str, st: TableState) -> TableSnapshot:
+        schema = st.schema
+        dirty_hours = st.manifest.dirty_hours()
+        for c in st.buffer.chunks:
+            dirty_hours |= c.dirty_hours
+        clean, dirty = [], []
+        for e in sorted(st.manifest.files.values(), key=lambda e: (e.file.seq, e.file.gen)):
+            path = str(e.file.path(self.path, db, schema.table))
+            (dirty if e.file.hour in dirty_hours else clean).append(path)
+        dict_arrays = {name: d.arrow() for name, d in st.buffer.dicts.items()}
+        live = [_chunk_arrow(c, dict_arrays, c.n) for c in st.buffer.chunks if c.n]
+        clean_live = dirty_live = None
+        if live:
+            if not dirty_hours:
+                clean_live = pa.concat_tables(live, promote_options="default") if len(live) > 1 else live[0]
+            else:
+                allrows = pa.concat_tables(live, promote_options="default")
+                t = allrows.column("time").combine_chunks().view(pa.int64()).to_numpy()
+                mask = np.isin(t // NS_PER_HOUR, np.fromiter(dirty_hours, np.int64))
+                clean_live = allrows.filter(pa.array(~mask))
+                dirty_live = allrows.filter(pa.array(mask)).append_column(
+                    ROW_COLUMN, pa.array(np.arange(int(mask.sum()), dtype=np.int64))
+                )
+        return TableSnapshot(
+            db=db,
+            schema=schema,
+            view_id=st.view_id,
+            schema_version=st.schema_version,
+            clean_files=clean,
+            dirty_files=dirty,
+            clean_live=clean_live,
+            dirty_live=dirty_live,
+        )
+
+    def latest(self, table: str, *, db: str = "default", where: Mapping[str, Any] | None = None) -> pa.Table:
+        """The last value of every field of every series (or of series matching ``where``).
+
+        Answered from memory: the first call per table after open reads the persisted files once.
+        Columns: tags, ``time`` (the series' latest time), then each field (NULL where that
+        series never had the field).
+        """
+        from tsengine.query import latest as latest_mod
+
+        key = (db, table)
+        with self._lock:
+            st = self._tables.get(key)
+        if st is None:
+            raise NotFound(f"cannot read latest values: table {db}.{table} does not exist")
+        if not st.buffer.latest_loaded:
+            latest_mod.load_persisted(self, st)
+        with self._lock:
+            return latest_mod.build(st.buffer, where)
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def tables(self, db: str | None = None) -> list[tuple[str, str]]:
+        with self._lock:
+            return sorted(k for k in self._tables if db is None or k[0] == db)
+
+    def schema(self, table: str, db: str = "default") -> TableSchema:
+        validate_table(table)
+        with self._lock:
+            st = self._tables.get((db, table))
+            if st is None:
+                raise NotFound(f"cannot describe table {db}.{table}: it does not exist")
+            return st.schema
+
+    def disk_usage(self, db: str | None = None) -> int:
+        """Bytes of the Parquet files listed in the manifests."""
+        return sum(e.bytes for st in self._states(db, None) for e in st.manifest.files.values())
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "tables": len(self._tables),
+                "buffer_bytes": self._buffer_bytes,
+                "max_buffer_bytes": self.settings.max_buffer_bytes,
+                "live_rows": sum(c.n for st in self._tables.values() for c in st.buffer.chunks),
+                "files": sum(len(st.manifest.files) for st in self._tables.values()),
+                "wal_last_seq": self.wal.last_seq,
+            }
+
+    def close(self) -> None:
+        """Persist live rows, stop background threads, close the WAL and DuckDB."""
+        if self._closed:
+            return
+        self._stop.set()
+        self._persist_wake.set()
+        self._persister.join()
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self.wal.close()
+            self.query.close()
+            if self._readers == 0:
+                self._empty_graveyard()
+
+
+def _chunk_arrow(chunk: Chunk, dict_arrays: Mapping[str, pa.Array], n: int | None = None) -> pa.Table:
+    return chunk.to_arrow(dict_arrays, n)

@@ -1,0 +1,212 @@
+"""The query layer: one DuckDB connection, a cursor per thread, a view per table.
+
+``QueryLayer.sql(text, params)`` checks the text against the sandbox, finds the tables it
+names, asks the engine (through the narrow :class:`SnapshotSource` protocol) for a consistent
+snapshot of each, binds the snapshot to this thread's cursor (variables and Arrow
+registrations), runs the query with a time limit and returns an Arrow table. Databases are
+DuckDB schemas; the tables of ``default`` are also reachable unqualified (through alias views
+in ``main``, since the search path is locked with the rest of the configuration).
+
+Thread safety: any number of threads may call :meth:`sql` at once; each uses its own cursor.
+View DDL is serialised by a lock. Blocking: yes — call it off the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from tsengine.errors import QueryError, TsengineError
+from tsengine.model.schema import TableSchema
+from tsengine.query import sandbox
+from tsengine.query.views import (
+    ROW_COLUMN,
+    TableSnapshot,
+    list_literal,
+    quote_ident,
+    view_names,
+    view_sql,
+)
+
+__all__ = ["QueryLayer", "SnapshotSource"]
+
+_EMPTY_LIVE = pa.table({"time": pa.array([], pa.timestamp("ns"))})
+_EMPTY_DIRTY_LIVE = pa.table({"time": pa.array([], pa.timestamp("ns")), ROW_COLUMN: pa.array([], pa.int64())})
+
+
+class SnapshotSource(Protocol):
+    """What the query layer needs of the engine."""
+
+    def snapshot(self, names: set[str]) -> list[TableSnapshot]:
+        """Snapshots of every table (any database) whose name is in ``names``; pins files."""
+        ...
+
+    def release(self, snaps: list[TableSnapshot]) -> None:
+        """Unpin what :meth:`snapshot` pinned."""
+        ...
+
+
+class QueryLayer:
+    def __init__(
+        self,
+        data_dir: Path,
+        source: SnapshotSource,
+        *,
+        empty_parquet: Path,
+        temp_dir: Path,
+        memory_limit: str = "4GB",
+        threads: int = 2,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self._source = source
+        self._empty = str(empty_parquet)
+        self._timeout_s = timeout_s
+        self._con = duckdb.connect(":memory:", config={"enable_object_cache": True})
+        sandbox.configure_connection(
+            self._con,
+            data_dir=str(data_dir),
+            temp_dir=str(temp_dir),
+            memory_limit=memory_limit,
+            threads=threads,
+        )
+        self._local = threading.local()
+        self._ddl_lock = threading.Lock()
+        self._views: dict[tuple[str, str], int] = {}  # (db, table) -> schema version bound
+        self._schemas: set[str] = set()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._parser = duckdb.connect(":memory:")
+        self._parse_lock = threading.Lock()
+        self._closed = False
+
+    # -- views ------------------------------------------------------------------------------
+
+    def _bind_empty(self, cur: duckdb.DuckDBPyConnection, view_id: int) -> None:
+        names = view_names(view_id)
+        empty = list_literal([self._empty])
+        cur.execute(f"SET VARIABLE {names.clean_files} = {empty}")
+        cur.execute(f"SET VARIABLE {names.dirty_files} = {empty}")
+        cur.register(names.clean_live, _EMPTY_LIVE)
+        cur.register(names.dirty_live, _EMPTY_DIRTY_LIVE)
+
+    def ensure_view(self, db: str, schema: TableSchema, view_id: int, version: int) -> None:
+        """(Re)create the view of a table if its schema changed since it was created."""
+        key = (db, schema.table)
+        if self._views.get(key) == version:
+            return
+        with self._ddl_lock:
+            if self._views.get(key) == version:
+                return
+            cur = self._con.cursor()
+            try:
+                if db not in self._schemas:
+                    cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(db)}")
+                    self._schemas.add(db)
+                self._bind_empty(cur, view_id)
+                cur.execute(view_sql(db, schema, view_id))
+                if db == "default":
+                    t = quote_ident(schema.table)
+                    cur.execute(f'CREATE OR REPLACE VIEW main.{t} AS SELECT * FROM "default".{t}')
+            finally:
+                cur.close()
+            self._views[key] = version
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
+        return cur
+
+    def sql(self, text: str, params: Sequence[Any] | dict[str, Any] | None = None, *, checked: bool = True) -> pa.Table:
+        """Run one read-only statement; returns an Arrow table.
+
+        Raises:
+            SandboxViolation: the statement is not a plain read.
+            QueryError: DuckDB rejected it, or it ran past the time limit.
+        """
+        if self._closed:
+            raise QueryError("cannot run query: the engine is closed")
+        stmt = sandbox.check_sql(text) if checked else text
+        names = self._table_names(stmt)
+        snaps = self._source.snapshot(names)
+        cur = self._cursor()
+        try:
+            for s in snaps:
+                self.ensure_view(s.db, s.schema, s.view_id, s.schema_version)
+                self._bind(cur, s)
+            return sandbox.run_with_timeout(cur, stmt, params, self._timeout_s)
+        except TsengineError:
+            raise
+        except duckdb.Error as exc:
+            raise sandbox.translate_error(exc) from exc
+        finally:
+            for s in snaps:
+                names_ = view_names(s.view_id)
+                cur.register(names_.clean_live, _EMPTY_LIVE)
+                cur.register(names_.dirty_live, _EMPTY_DIRTY_LIVE)
+            self._source.release(snaps)
+
+    def _table_names(self, stmt: str) -> set[str]:
+        """Unqualified names of every table reference in a statement (from DuckDB's parser).
+
+        CTE names come along too; that only costs a snapshot of a table that is not read.
+        """
+        with self._parse_lock:
+            try:
+                row = self._parser.execute("SELECT json_serialize_sql($1)", [stmt]).fetchone()
+            except duckdb.Error as exc:
+                raise sandbox.translate_error(exc) from exc
+        tree = json.loads(row[0]) if row else {}
+        if tree.get("error"):
+            raise QueryError(f"cannot run query: {tree.get('error_message', 'cannot parse')}")
+        names: set[str] = set()
+        stack: list[Any] = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+                    names.add(node["table_name"])
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return names
+
+    def _bind(self, cur: duckdb.DuckDBPyConnection, snap: TableSnapshot) -> None:
+        names = view_names(snap.view_id)
+        clean = snap.clean_files or [self._empty]
+        dirty = snap.dirty_files or [self._empty]
+        cur.execute(f"SET VARIABLE {names.clean_files} = {list_literal(clean)}")
+        cur.execute(f"SET VARIABLE {names.dirty_files} = {list_literal(dirty)}")
+        cur.register(names.clean_live, snap.clean_live if snap.clean_live is not None else _EMPTY_LIVE)
+        cur.register(names.dirty_live, snap.dirty_live if snap.dirty_live is not None else _EMPTY_DIRTY_LIVE)
+
+    def internal(self, text: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """Run SQL the engine built itself (never user text) on this thread's cursor."""
+        cur = self._cursor()
+        try:
+            return cur.sql(text, params=params).to_arrow_table()
+        except duckdb.Error as exc:
+            raise sandbox.translate_error(exc) from exc
+
+    def close(self) -> None:
+        self._closed = True
+        with self._cursors_lock:
+            for cur in self._cursors:
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
+            self._cursors.clear()
+        self._con.close()
+        self._parser.close()
