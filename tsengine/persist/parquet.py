@@ -54,7 +54,7 @@ def scaled_decimals(values: np.ndarray, max_decimals: int) -> tuple[int, np.ndar
     """``(d, k)`` with ``k / 10**d`` bit-identical to ``values`` for the smallest d, or None."""
     if values.size == 0 or max_decimals < 0:
         return None
-    if not np.isfinite(values).all():
+    if not np.isfinite(values).all() or np.abs(values).max() >= _MAX_EXACT:
         return None
     bits = values.view(np.int64)
     step = max(1, values.size // 2048)

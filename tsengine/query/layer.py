@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,6 +66,8 @@ class QueryLayer:
         timeout_s: float = 60.0,
     ) -> None:
         self._source = source
+        # Once per process, not at import: see sandbox.ARROW_COPY_WARNING.
+        warnings.filterwarnings("ignore", message=sandbox.ARROW_COPY_WARNING, category=UserWarning)
         self._empty = str(empty_parquet)
         self._timeout_s = timeout_s
         self._con = duckdb.connect(":memory:", config={"enable_object_cache": True})
@@ -195,7 +198,7 @@ class QueryLayer:
         """Run SQL the engine built itself (never user text) on this thread's cursor."""
         cur = self._cursor()
         try:
-            return cur.sql(text, params=params).to_arrow_table()
+            return sandbox.run_with_timeout(cur, text, params, self._timeout_s)
         except duckdb.Error as exc:
             raise sandbox.translate_error(exc) from exc
 
