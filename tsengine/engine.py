@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tsengine.clock import Clock, SystemClock
-from tsengine.errors import InvalidInput, NotFound, Overloaded, TsengineError
+from tsengine.errors import InvalidInput, LimitExceeded, NotFound, Overloaded, TsengineError
 from tsengine.model.batch import TableBatch
 from tsengine.model.names import validate_db, validate_table
 from tsengine.model.schema import TableSchema
@@ -48,7 +48,7 @@ from tsengine.query.layer import QueryLayer
 from tsengine.query.views import ROW_COLUMN, TableSnapshot
 from tsengine.settings import Settings
 from tsengine.write import record
-from tsengine.write.buffer import INT64_MIN, Chunk, TableBuffer
+from tsengine.write.buffer import INT64_MIN, Chunk, Plan, TableBuffer
 from tsengine.write.wal import Wal
 
 __all__ = ["Engine"]
@@ -240,29 +240,43 @@ class Engine:
 
     def _apply(self, batches: list[TableBatch], *, payload: bytes | None = None, seq: int = 0, admit: bool = True) -> int:
         s = self.settings
+        grouped: dict[tuple[str, str], list[TableBatch]] = {}
+        for b in batches:
+            grouped.setdefault((b.db, b.table), []).append(b)
         with self._lock:
-            # 1. Validate against schemas (may raise; nothing changed yet).
-            schemas: dict[tuple[str, str], TableSchema] = {}
-            rows: dict[tuple[str, str], int] = {}
-            for b in batches:
-                key = (b.db, b.table)
+            # 1. Check and plan everything; nothing is changed, so any error leaves no trace.
+            work: list[tuple[tuple[str, str], TableSchema, TableBatch, Plan]] = []
+            for key, group in grouped.items():
                 state = self._tables.get(key)
-                base = schemas.get(key) or (state.schema if state else TableSchema(b.table))
-                schemas[key] = base.merge(b)
-                rows[key] = rows.get(key, 0) + b.num_rows
+                schema = state.schema if state else TableSchema(key[1])
+                for b in group:
+                    schema = schema.merge(b)
+                batch = TableBatch.concat(group)
+                buffer = state.buffer if state else TableBuffer(key[0], schema)
+                plan = buffer.plan(batch, schema)
+                limit = s.max_series_per_table
+                if admit and limit and plan.new_series and buffer.num_series + len(plan.new_series) > limit:
+                    raise LimitExceeded(
+                        f"cannot write table {key[0]}.{key[1]}: {len(plan.new_series)} new series would "
+                        f"exceed the limit of {limit} series per table"
+                    )
+                work.append((key, schema, batch, plan))
             # 2. Admission: room for every chunk this call needs.
             need: dict[tuple[str, str], int] = {}
-            for key, n in rows.items():
+            for key, schema, batch, _plan in work:
                 state = self._tables.get(key)
                 active = state.buffer.active_chunk() if state else None
-                if active is None or not active.fits(n):
-                    cap = state.buffer.next_capacity(n, s.min_chunk_rows, s.max_chunk_rows) if state else max(
-                        s.min_chunk_rows, n
-                    )
-                    need[key] = cap
+                if active is None or not active.fits(batch.num_rows):
+                    if state:
+                        need[key] = state.buffer.next_capacity(batch.num_rows, s.min_chunk_rows, s.max_chunk_rows)
+                    else:
+                        need[key] = max(s.min_chunk_rows, batch.num_rows)
             if admit and need:
-                sch = schemas
-                extra = sum(cap * (12 + 4 * len(sch[k].tags) + 9 * len(sch[k].fields)) for k, cap in need.items())
+                extra = sum(
+                    cap * (12 + 4 * len(sch.tags) + 9 * len(sch.fields))
+                    for key, sch, _b, _p in work
+                    if (cap := need.get(key))
+                )
                 if self._buffer_bytes + extra > s.max_buffer_bytes:
                     self._persist_wake.set()
                     raise Overloaded(
@@ -274,27 +288,24 @@ class Engine:
             if payload is not None:
                 seq = self.wal.append(payload)
             # 4. Apply: cannot fail from here on.
-            for key, cap in need.items():
+            for key, schema, _batch, plan in work:
                 state = self._tables.get(key)
                 if state is None:
-                    manifest = Manifest(db=key[0], schema=TableSchema(key[1]))
-                    state = self._tables[key] = self._new_state(key[0], manifest)
-                active = state.buffer.active_chunk()
-                if active is not None:
-                    active.frozen = True
-                    self._persist_wake.set()
-                chunk = Chunk(cap, self.clock.monotonic_s())
-                state.buffer.chunks.append(chunk)
-                self._buffer_bytes += chunk.nbytes
-            for b in batches:
-                key = (b.db, b.table)
-                state = self._tables[key]
-                if state.buffer.schema is not schemas[key]:
-                    state.buffer.schema = schemas[key]
+                    state = self._tables[key] = self._new_state(key[0], Manifest(db=key[0], schema=schema))
+                if state.buffer.schema is not schema:
+                    state.buffer.schema = schema
                     state.schema_version += 1
+                cap = need.get(key)
+                if cap is not None:
+                    active = state.buffer.active_chunk()
+                    if active is not None:
+                        active.frozen = True
+                        self._persist_wake.set()
+                    chunk = Chunk(cap, self.clock.monotonic_s())
+                    state.buffer.chunks.append(chunk)
+                    self._buffer_bytes += chunk.nbytes
                 chunk = state.buffer.chunks[-1]
                 before = chunk.nbytes
-                plan = state.buffer.plan(b, schemas[key])
                 state.buffer.apply(plan, chunk, seq)
                 self._buffer_bytes += chunk.nbytes - before
                 if chunk.n >= chunk.capacity:

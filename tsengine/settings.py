@@ -43,6 +43,9 @@ class Settings:
     max_chunk_age_s: float = 300.0
     #: Seconds between checks of the background persister for aged chunks.
     persist_check_interval_s: float = 1.0
+    #: Series (distinct tag sets) a table may hold in memory; a write bringing more is refused
+    #: whole (LimitExceeded) while writes to existing series go on. 0 = no limit.
+    max_series_per_table: int = 1_000_000
     #: Parquet row-group size: small enough for min/max statistics to skip most of a file
     #: for a one-host query, large enough for zstd and scan speed (FINDINGS: 1k rows is too small).
     row_group_rows: int = 16384

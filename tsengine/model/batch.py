@@ -244,6 +244,37 @@ class TableBatch:
             (tag_cols if is_tag else field_cols)[name] = col
         return cls.build(table, data.column(TIME_COLUMN), tags=tag_cols, fields=field_cols, db=db)
 
+    @classmethod
+    def concat(cls, batches: list[TableBatch]) -> TableBatch:
+        """One batch of the rows of several batches of the same table, in order.
+
+        A column missing from some of the batches reads null on their rows; field types must
+        agree (the schema check of the engine reports a conflict before this is called).
+        """
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        tag_names = list(dict.fromkeys(n for b in batches for n in b.tags))
+        field_types: dict[str, pa.DataType] = {}
+        for b in batches:
+            for n, a in b.fields.items():
+                field_types.setdefault(n, a.type)
+
+        def column(get: Any, name: str, dtype: pa.DataType) -> pa.Array:
+            parts = []
+            for b in batches:
+                arr = get(b).get(name)
+                parts.append(arr.cast(dtype) if arr is not None else pa.nulls(b.num_rows, dtype))
+            return pa.concat_arrays(parts)
+
+        return cls(
+            db=first.db,
+            table=first.table,
+            time=np.concatenate([b.time for b in batches]),
+            tags={n: column(lambda b: b.tags, n, pa.string()) for n in tag_names},
+            fields={n: column(lambda b: b.fields, n, t) for n, t in field_types.items()},
+        )
+
     def take(self, indices: np.ndarray) -> TableBatch:
         """Rows at ``indices`` (used to split a batch by partition or drop rows)."""
         idx = pa.array(indices)

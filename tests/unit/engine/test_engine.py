@@ -299,3 +299,24 @@ def test_settings_are_validated(data_dir: Path) -> None:
         Engine.open(data_dir, fsync="sometimes")
     with pytest.raises(InvalidInput):
         Engine.open(data_dir, no_such_setting=1)
+
+
+def test_series_cardinality_limit_refuses_new_series_only(data_dir: Path, clock) -> None:
+    from tsengine.errors import LimitExceeded
+
+    with Engine.open(data_dir, clock=clock, max_series_per_table=3) as eng:
+        eng.write("m", [T0] * 3, tags={"h": ["a", "b", "c"]}, fields={"v": [1.0, 2.0, 3.0]})
+        with pytest.raises(LimitExceeded) as err:
+            eng.write("m", [T0 + 1, T0 + 1], tags={"h": ["a", "d"]}, fields={"v": [1.0, 2.0]})
+        assert "limit of 3 series" in str(err.value)
+        eng.write("m", [T0 + 2], tags={"h": ["a"]}, fields={"v": [4.0]})  # existing series still fine
+        assert rows(eng, "SELECT count(*) FROM m") == [(4,)]
+
+
+def test_batches_of_one_table_in_one_call_are_merged(engine: Engine) -> None:
+    from tsengine.model import TableBatch
+
+    a = TableBatch.build("m", [T0], tags={"h": ["a"]}, fields={"v": [1.0]})
+    b = TableBatch.build("m", [T0 + 1], tags={"dc": ["x"]}, fields={"w": [2]})
+    assert engine.write_batches([a, b]) == 2
+    assert rows(engine, "SELECT h, dc, v, w FROM m ORDER BY time") == [("a", None, 1.0, None), (None, "x", None, 2)]
