@@ -43,7 +43,14 @@ from tsengine.model.schema import TableSchema
 from tsengine.persist import compaction
 from tsengine.persist.manifest import FileEntry, Manifest, reconcile
 from tsengine.persist.parquet import sort_dedup_split, write_file
-from tsengine.persist.paths import EMPTY_PARQUET, NS_PER_HOUR, TMP_DIR, PartitionFile, table_dir, unescape_name
+from tsengine.persist.paths import (
+    EMPTY_PARQUET,
+    NS_PER_HOUR,
+    TMP_DIR,
+    PartitionFile,
+    table_dir,
+    unescape_name,
+)
 from tsengine.query.layer import QueryLayer
 from tsengine.query.views import ROW_COLUMN, TableSnapshot
 from tsengine.settings import Settings
@@ -75,7 +82,9 @@ class TableState:
 class Engine:
     """An open tsengine data directory. Use :meth:`open`; close with :meth:`close` or ``with``."""
 
-    def __init__(self, path: str | Path, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, path: str | Path, settings: Settings | None = None, *, clock: Clock | None = None
+    ) -> None:
         self.path = Path(path).resolve()
         self.settings = settings or Settings()
         self.clock = clock or SystemClock()
@@ -101,10 +110,18 @@ class Engine:
             segment_bytes=self.settings.wal_segment_bytes,
         )
         self._replay()
-        next_seq = max(
-            [self.wal.last_seq, *(max(s.manifest.max_file_seq(), max(s.manifest.hwm.values(), default=0))
-                                  for s in self._tables.values())]
-        ) + 1
+        next_seq = (
+            max(
+                [
+                    self.wal.last_seq,
+                    *(
+                        max(s.manifest.max_file_seq(), max(s.manifest.hwm.values(), default=0))
+                        for s in self._tables.values()
+                    ),
+                ]
+            )
+            + 1
+        )
         self.wal.start(next_seq)
         self.query = QueryLayer(
             self.path,
@@ -189,7 +206,12 @@ class Engine:
         return self.write_batches([TableBatch.build(table, time, tags=tags, fields=fields, db=db)])
 
     def write_arrow(
-        self, table: str, data: pa.Table | pa.RecordBatch, *, tags: Iterable[str] | None = None, db: str = "default"
+        self,
+        table: str,
+        data: pa.Table | pa.RecordBatch,
+        *,
+        tags: Iterable[str] | None = None,
+        db: str = "default",
     ) -> int:
         """Write an Arrow table/batch: a ``time`` column plus tags and fields.
 
@@ -238,7 +260,9 @@ class Engine:
         self.wal.wait_durable(seq)
         return sum(b.num_rows for b in batches)
 
-    def _apply(self, batches: list[TableBatch], *, payload: bytes | None = None, seq: int = 0, admit: bool = True) -> int:
+    def _apply(
+        self, batches: list[TableBatch], *, payload: bytes | None = None, seq: int = 0, admit: bool = True
+    ) -> int:
         s = self.settings
         grouped: dict[tuple[str, str], list[TableBatch]] = {}
         for b in batches:
@@ -263,12 +287,14 @@ class Engine:
                 work.append((key, schema, batch, plan))
             # 2. Admission: room for every chunk this call needs.
             need: dict[tuple[str, str], int] = {}
-            for key, schema, batch, _plan in work:
+            for key, _schema, batch, _plan in work:
                 state = self._tables.get(key)
                 active = state.buffer.active_chunk() if state else None
                 if active is None or not active.fits(batch.num_rows):
                     if state:
-                        need[key] = state.buffer.next_capacity(batch.num_rows, s.min_chunk_rows, s.max_chunk_rows)
+                        need[key] = state.buffer.next_capacity(
+                            batch.num_rows, s.min_chunk_rows, s.max_chunk_rows
+                        )
                     else:
                         need[key] = max(s.min_chunk_rows, batch.num_rows)
             if admit and need:
@@ -336,7 +362,11 @@ class Engine:
         with self._lock:
             for state in self._tables.values():
                 active = state.buffer.active_chunk()
-                if active is not None and active.n and now - active.created_s >= self.settings.max_chunk_age_s:
+                if (
+                    active is not None
+                    and active.n
+                    and now - active.created_s >= self.settings.max_chunk_age_s
+                ):
                     active.frozen = True
 
     def _freeze_all(self) -> None:
@@ -384,7 +414,9 @@ class Engine:
                 max_decimals=s.max_scaled_decimals,
             )
             entries.append(
-                FileEntry(pf, written.rows, written.min_ns, written.max_ns, written.bytes, hour in chunk.dirty_hours)
+                FileEntry(
+                    pf, written.rows, written.min_ns, written.max_ns, written.bytes, hour in chunk.dirty_hours
+                )
             )
         with state.persist_lock:
             new = state.manifest.copy()
@@ -420,7 +452,7 @@ class Engine:
         for state in self._states(db, table):
             with state.persist_lock:
                 result = compaction.compact_table(
-                    self.path, state.db, state.manifest, settings=self.settings, min_files=self.settings.compact_min_files
+                    self.path, state.db, state.manifest, settings=self.settings, now_ns=self.clock.now_ns()
                 )
                 if result is None:
                     continue
@@ -443,7 +475,9 @@ class Engine:
                 continue
             cutoff_hour = (now_ns - int(hours * 3600e9)) // NS_PER_HOUR
             with state.persist_lock:
-                expired = [e for e in state.manifest.files.values() if e.file.hour < cutoff_hour]
+                expired = [
+                    e for e in state.manifest.files.values() if e.file.hour + e.file.span <= cutoff_hour
+                ]
                 if not expired:
                     continue
                 new = state.manifest.copy()
@@ -509,7 +543,7 @@ class Engine:
         clean, dirty = [], []
         for e in sorted(st.manifest.files.values(), key=lambda e: (e.file.seq, e.file.gen)):
             path = str(e.file.path(self.path, db, schema.table))
-            (dirty if e.file.hour in dirty_hours else clean).append(path)
+            (clean if dirty_hours.isdisjoint(e.file.hours) else dirty).append(path)
         dict_arrays = {name: d.arrow() for name, d in st.buffer.dicts.items()}
         live = [_chunk_arrow(c, dict_arrays, c.n) for c in st.buffer.chunks if c.n]
         clean_live = dirty_live = None

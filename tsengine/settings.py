@@ -58,6 +58,11 @@ class Settings:
     node_id: str = "n0"
     #: Compaction merges a partition once it holds at least this many files.
     compact_min_files: int = 2
+    #: A day's hour files are merged into one day file once the day ended this long ago
+    #: (late samples for it after that land in hour files and are merged in next time).
+    day_compaction_grace_s: float = 3600.0
+    #: A day with more rows than this stays in hour files (compaction holds a partition in memory).
+    max_compaction_rows: int = 20_000_000
     #: Retention in hours per "db" or "db.table" (0 or missing = keep forever).
     retention_hours: Mapping[str, float] = field(default_factory=dict)
     #: DuckDB: memory limit and threads of the query connection.
@@ -72,7 +77,13 @@ class Settings:
         for name in ("fsync_interval_s", "max_chunk_age_s", "persist_check_interval_s", "query_timeout_s"):
             if getattr(self, name) <= 0:
                 raise InvalidInput(f"cannot use setting {name}={getattr(self, name)!r}: must be > 0")
-        for name in ("wal_segment_bytes", "max_buffer_bytes", "min_chunk_rows", "max_chunk_rows", "row_group_rows"):
+        for name in (
+            "wal_segment_bytes",
+            "max_buffer_bytes",
+            "min_chunk_rows",
+            "max_chunk_rows",
+            "row_group_rows",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"cannot use setting {name}={getattr(self, name)!r}: must be >= 1")
         if self.min_chunk_rows > self.max_chunk_rows:
@@ -108,7 +119,8 @@ class Settings:
                     values[f.name] = raw
                 else:  # retention_hours: "default=24,default.cpu=1"
                     values[f.name] = {
-                        k.strip(): float(v) for k, v in (item.split("=", 1) for item in raw.split(",") if item)
+                        k.strip(): float(v)
+                        for k, v in (item.split("=", 1) for item in raw.split(",") if item)
                     }
             except ValueError as exc:
                 raise InvalidInput(f"cannot read {key}={raw!r}: {exc}") from exc

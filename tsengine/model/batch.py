@@ -203,8 +203,7 @@ class TableBatch:
         for name, arr in (*tag_cols.items(), *field_cols.items()):
             if len(arr) != n:
                 raise InvalidInput(
-                    f"cannot write table {table!r}: column {name!r} has {len(arr)} values "
-                    f"but time has {n}"
+                    f"cannot write table {table!r}: column {name!r} has {len(arr)} values but time has {n}"
                 )
         return cls(db=db, table=table, time=time_ns, tags=tag_cols, fields=field_cols)
 

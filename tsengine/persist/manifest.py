@@ -90,7 +90,7 @@ class Manifest:
         return max((e.file.seq for e in self.files.values()), default=0)
 
     def dirty_hours(self) -> set[int]:
-        return {e.file.hour for e in self.files.values() if e.dirty}
+        return {h for e in self.files.values() if e.dirty for h in e.file.hours}
 
     def max_ns(self) -> int | None:
         return max((e.max_ns for e in self.files.values()), default=None)
@@ -102,7 +102,9 @@ class Manifest:
             "table": self.table,
             "schema": self.schema.to_json(),
             "hwm": self.hwm,
-            "files": [e.to_json() for e in sorted(self.files.values(), key=lambda e: (e.file.hour, e.file.seq))],
+            "files": [
+                e.to_json() for e in sorted(self.files.values(), key=lambda e: (e.file.hour, e.file.seq))
+            ],
         }
 
     @classmethod
@@ -143,14 +145,16 @@ def reconcile(manifest: Manifest | None, table_dir: Path, db: str, table: str) -
         changed = True
     on_disk: dict[str, Path] = {}
     for date_dir in sorted(table_dir.glob("date=*")):
-        for hour_dir in sorted(date_dir.glob("hour=*")):
-            for entry in os.scandir(hour_dir):
-                rel = f"{date_dir.name}/{hour_dir.name}/{entry.name}"
+        for part_dir in [date_dir, *sorted(date_dir.glob("hour=*"))]:
+            prefix = date_dir.name if part_dir is date_dir else f"{date_dir.name}/{part_dir.name}"
+            for entry in os.scandir(part_dir):
+                if not entry.is_file():
+                    continue
+                rel = f"{prefix}/{entry.name}"
                 if entry.name.endswith(".tmp"):
                     log.warning("removing %s/%s left by an interrupted write", table_dir, rel)
                     os.unlink(entry.path)
-                    continue
-                if entry.name.endswith(".parquet"):
+                elif entry.name.endswith(".parquet"):
                     on_disk[rel] = Path(entry.path)
     for rel in list(manifest.files):
         if rel not in on_disk:
@@ -168,6 +172,8 @@ def reconcile(manifest: Manifest | None, table_dir: Path, db: str, table: str) -
         cols, rows, lo, hi = file_columns(path)
         manifest.schema = manifest.schema.union(cols)
         manifest.files[rel] = FileEntry(pfile, rows, lo, hi, path.stat().st_size, dirty=True)
-        log.warning("table %s.%s: adopted %s written before a crash (hour marked for de-duplication)", db, table, rel)
+        log.warning(
+            "table %s.%s: adopted %s written before a crash (hour marked for de-duplication)", db, table, rel
+        )
         changed = True
     return manifest, changed

@@ -83,22 +83,27 @@ def _rank_of_tag(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     idx = col.indices
     if idx.null_count:
         valid = idx.is_valid().to_numpy(zero_copy_only=False)
-        out = rank[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)] if len(rank) else np.zeros(len(idx), np.int64)
+        out = (
+            rank[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)]
+            if len(rank)
+            else np.zeros(len(idx), np.int64)
+        )
         out[~valid] = -1
         return out
     return rank[idx.to_numpy(zero_copy_only=False)] if len(idx) else np.empty(0, np.int64)
 
 
-def sort_dedup_split(data: pa.Table, tag_names: list[str]) -> list[tuple[int, pa.Table]]:
-    """Sort by (hour, tags, time), keep the last-written row of each (series, time), split by hour.
+def sort_dedup_split(data: pa.Table, tag_names: list[str], span_hours: int = 1) -> list[tuple[int, pa.Table]]:
+    """Sort by (partition, tags, time), keep the last-written row of each (series, time), split.
 
-    ``data`` must be in write order (later rows win). Returns ``[(hour, rows_of_hour), ...]``.
+    Partitions are ``span_hours`` long (1: hour files, 24: day files). ``data`` must be in write
+    order (later rows win). Returns ``[(first_hour_of_partition, rows), ...]``.
     """
     n = data.num_rows
     if n == 0:
         return []
     time = data.column("time").combine_chunks().view(pa.int64()).to_numpy(zero_copy_only=False)
-    hour = time // NS_PER_HOUR
+    hour = time // (NS_PER_HOUR * span_hours) * span_hours
     ranks = [_rank_of_tag(data.column(t)) for t in tag_names if t in data.column_names]
     # lexsort: last key is primary; equal keys keep input order (stable), so the last of a run
     # of duplicates is the last written.
@@ -119,7 +124,9 @@ def sort_dedup_split(data: pa.Table, tag_names: list[str]) -> list[tuple[int, pa
     return [(int(hours[s]), out_sorted.slice(s, e - s)) for s, e in zip(starts, ends, strict=True)]
 
 
-def _encode(data: pa.Table, schema: TableSchema, max_decimals: int) -> tuple[pa.Table, dict[str, str], list[str]]:
+def _encode(
+    data: pa.Table, schema: TableSchema, max_decimals: int
+) -> tuple[pa.Table, dict[str, str], list[str]]:
     """Choose each column's physical form; returns (table, column_encoding, dictionary cols)."""
     encoding: dict[str, str] = {"time": "DELTA_BINARY_PACKED"}
     dictionary: list[str] = []
@@ -137,7 +144,9 @@ def _encode(data: pa.Table, schema: TableSchema, max_decimals: int) -> tuple[pa.
                 col = col.cast(pa.string())
             dictionary.append(name)
         elif pa.types.is_floating(col.type):
-            filled = pc.fill_null(col, 0.0).to_numpy(zero_copy_only=False) if col.null_count else col.to_numpy()
+            filled = (
+                pc.fill_null(col, 0.0).to_numpy(zero_copy_only=False) if col.null_count else col.to_numpy()
+            )
             scaled = scaled_decimals(np.ascontiguousarray(filled, dtype=np.float64), max_decimals)
             if scaled is not None:
                 d, k = scaled
@@ -231,15 +240,13 @@ def file_columns(path: Path) -> tuple[list[Column], int, int, int]:
 def _decimal_to_float(col: pa.ChunkedArray) -> pa.ChunkedArray:
     """Scaled integers back to the exact floats (Arrow's own cast is not correctly rounded)."""
     chunks = []
-    for chunk in col.chunks:
-        dtype = chunk.type
-        if dtype.byte_width != 8:
-            chunk = chunk.cast(pa.decimal64(18, dtype.scale))
-        validity, data = chunk.buffers()[0], chunk.buffers()[1]
+    for raw in col.chunks:
+        scale = raw.type.scale
+        chunk = raw.cast(pa.decimal64(18, scale)) if raw.type.byte_width != 8 else raw
+        data = chunk.buffers()[1]
         k = np.frombuffer(data, dtype=np.int64, count=len(chunk) + chunk.offset)[chunk.offset :]
-        values = k / 10.0**dtype.scale
+        values = k / 10.0**scale
         mask = None if not chunk.null_count else ~chunk.is_valid().to_numpy(zero_copy_only=False)
-        del validity
         chunks.append(pa.array(values, pa.float64(), mask=mask))
     return pa.chunked_array(chunks, pa.float64())
 

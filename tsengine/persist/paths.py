@@ -7,12 +7,19 @@ Layout::
       _tmp/                                          DuckDB spill space
       _empty.parquet                                 zero-row file, keeps view shapes constant
       <db>/<table>/_manifest.json                    the table's schema and file list
-      <db>/<table>/date=YYYY-MM-DD/hour=HH/<node>-<seq:020d>[.<gen>].parquet
+      <db>/<table>/date=YYYY-MM-DD/hour=HH/<node>-<seq:020d>[.<gen>].parquet   an hour's rows
+      <db>/<table>/date=YYYY-MM-DD/<node>-<seq:020d>.<gen>.parquet              a whole day's rows
 
-``seq`` is the highest WAL sequence number whose rows the file holds (so a listing tells how far
-a table is persisted); ``gen`` counts compactions (0, the flush output, is left out of the name).
+Flushes write hour files. Once a day is over (plus a grace period for late samples),
+compaction merges its hour files into one day file directly under ``date=``: each series is then
+one long sorted run, which is what makes delta coding and row-group skipping pay off (TSBS
+integers: 0.52 bytes/sample in hour files, 0.37 in a day file; a one-host query reads a tenth
+of the row groups). ``seq`` is the highest WAL sequence number whose rows the file holds (it
+orders files newest-last for de-duplication); ``gen`` counts compactions (0, the flush output,
+is left out of the name).
 Table names are stored as written; characters a filesystem or the Hive layout cannot hold
-(``/``, ``\\``, ``%``, ``=``, control characters, a leading dot) are percent-escaped.
+(``/``, ``\\``, ``%``, ``=``, control characters, a leading dot or underscore) are
+percent-escaped.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ EMPTY_PARQUET = "_empty.parquet"
 NS_PER_HOUR = 3_600_000_000_000
 _UNSAFE = re.compile(r"[/\\%=\x00-\x1f\x7f]|^\.|^_")
 _FILE_RE = re.compile(r"(?P<node>[A-Za-z0-9_\-]+)-(?P<seq>\d{20})(?:\.(?P<gen>\d+))?\.parquet\Z")
-_PART_RE = re.compile(r"date=(\d{4})-(\d{2})-(\d{2})/hour=(\d{2})\Z")
+_PART_RE = re.compile(r"date=(\d{4})-(\d{2})-(\d{2})(?:/hour=(\d{2}))?\Z")
+HOURS_PER_DAY = 24
 
 
 def escape_name(name: str) -> str:
@@ -73,15 +81,17 @@ def partition_dir(data_dir: Path, db: str, table: str, hour: int) -> Path:
     return table_dir(data_dir, db, table) / f"date={start:%Y-%m-%d}" / f"hour={start:%H}"
 
 
-def parse_partition(rel: str) -> int:
-    """Hour number of a ``date=.../hour=..`` relative directory."""
+def parse_partition(rel: str) -> tuple[int, int]:
+    """(first hour, hours spanned) of a ``date=...[/hour=..]`` relative directory."""
     import calendar
 
     m = _PART_RE.match(rel)
     if not m:
         raise ValueError(f"cannot parse partition directory {rel!r}")
-    y, mo, d, h = (int(g) for g in m.groups())
-    return calendar.timegm((y, mo, d, h, 0, 0)) // 3600
+    y, mo, d = (int(g) for g in m.groups()[:3])
+    h = m.group(4)
+    first = calendar.timegm((y, mo, d, int(h or 0), 0, 0)) // 3600
+    return first, 1 if h is not None else HOURS_PER_DAY
 
 
 def wal_segment_path(data_dir: Path, first_seq: int) -> Path:
@@ -96,12 +106,21 @@ def parse_wal_segment(name: str) -> int | None:
 
 @dataclass(frozen=True, order=True)
 class PartitionFile:
-    """One Parquet file of a table: which hour, which node wrote it, up to which WAL seq."""
+    """One Parquet file of a table: which hours, which node wrote it, up to which WAL seq.
+
+    ``hour`` is the first hour (since the epoch) the file covers and ``span`` how many: 1 for an
+    hour file, 24 for a day file (whose ``hour`` is midnight UTC).
+    """
 
     hour: int
     seq: int
     gen: int
     node: str
+    span: int = 1
+
+    @property
+    def hours(self) -> range:
+        return range(self.hour, self.hour + self.span)
 
     @property
     def name(self) -> str:
@@ -109,24 +128,32 @@ class PartitionFile:
         return f"{self.node}-{self.seq:020d}{suffix}.parquet"
 
     def path(self, data_dir: Path, db: str, table: str) -> Path:
-        return partition_dir(data_dir, db, table, self.hour) / self.name
+        return table_dir(data_dir, db, table) / self.relpath()
 
     def relpath(self) -> str:
         import datetime as _dt
 
         start = _dt.datetime.fromtimestamp(self.hour * 3600, tz=_dt.UTC)
+        if self.span == HOURS_PER_DAY:
+            return f"date={start:%Y-%m-%d}/{self.name}"
         return f"date={start:%Y-%m-%d}/hour={start:%H}/{self.name}"
 
     @classmethod
     def parse(cls, relpath: str) -> PartitionFile:
-        """Parse ``date=YYYY-MM-DD/hour=HH/<node>-<seq>[.<gen>].parquet``."""
+        """Parse ``date=YYYY-MM-DD[/hour=HH]/<node>-<seq>[.<gen>].parquet``."""
         head, _, name = relpath.rpartition("/")
         m = _FILE_RE.match(name)
         if not m:
             raise ValueError(f"cannot parse partition file name {name!r}")
+        first, span = parse_partition(head)
         return cls(
-            hour=parse_partition(head),
+            hour=first,
+            span=span,
             seq=int(m.group("seq")),
             gen=int(m.group("gen") or 0),
             node=m.group("node"),
         )
+
+
+def day_of_hour(hour: int) -> int:
+    return hour // HOURS_PER_DAY

@@ -137,9 +137,9 @@ def build(buf: TableBuffer, where: Mapping[str, Any] | None) -> pa.Table:
         d = buf.dicts.get(tag)
         codes = code_cols[idx, j]
         values = d.arrow() if d is not None else pa.array([], pa.string())
-        cols[tag] = pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32), mask=codes < 0), values).cast(
-            pa.string()
-        )
+        cols[tag] = pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int32), mask=codes < 0), values
+        ).cast(pa.string())
     cols["time"] = pa.array(any_ts[idx], pa.int64()).cast(pa.timestamp("ns"))
     for name, ftype in fields.items():
         ts = buf.latest_ns.get(name)

@@ -13,6 +13,7 @@ View DDL is serialised by a lock. Blocking: yes — call it off the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import warnings
@@ -131,7 +132,9 @@ class QueryLayer:
                 self._cursors.append(cur)
         return cur
 
-    def sql(self, text: str, params: Sequence[Any] | dict[str, Any] | None = None, *, checked: bool = True) -> pa.Table:
+    def sql(
+        self, text: str, params: Sequence[Any] | dict[str, Any] | None = None, *, checked: bool = True
+    ) -> pa.Table:
         """Run one read-only statement; returns an Arrow table.
 
         Raises:
@@ -206,10 +209,8 @@ class QueryLayer:
         self._closed = True
         with self._cursors_lock:
             for cur in self._cursors:
-                try:
+                with contextlib.suppress(duckdb.Error):
                     cur.close()
-                except duckdb.Error:
-                    pass
             self._cursors.clear()
         self._con.close()
         self._parser.close()

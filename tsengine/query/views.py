@@ -97,7 +97,8 @@ def view_sql(db: str, schema: TableSchema, view_id: int) -> str:
     body = (
         f"SELECT {', '.join(outer)} FROM ("
         f"{anchor} "
-        f"UNION ALL BY NAME SELECT * FROM read_parquet(getvariable('{names.clean_files}'), union_by_name=true) "
+        f"UNION ALL BY NAME SELECT * FROM "
+        f"read_parquet(getvariable('{names.clean_files}'), union_by_name=true) "
         f"UNION ALL BY NAME SELECT * FROM {names.clean_live} "
         f"UNION ALL BY NAME ({dirty}))"
     )

@@ -191,7 +191,9 @@ def _field_arrow(col: FieldColumn, n: int) -> pa.Array:
     if all_valid:
         return pa.Array.from_buffers(atype, n, [None, pa.py_buffer(values)])
     bitmap = pa.py_buffer(np.packbits(col.valid[:n], bitorder="little"))
-    return pa.Array.from_buffers(atype, n, [bitmap, pa.py_buffer(values)], null_count=n - int(col.valid[:n].sum()))
+    return pa.Array.from_buffers(
+        atype, n, [bitmap, pa.py_buffer(values)], null_count=n - int(col.valid[:n].sum())
+    )
 
 
 @dataclass
@@ -335,7 +337,7 @@ class TableBuffer:
             minus1 = np.full(n, -1, dtype=np.int32)
             mat = np.stack([codes.get(t, minus1) for t in tag_names], axis=1)
             if mat.shape[1] == 1:
-                uniq, first, inv = np.unique(mat[:, 0], return_index=True, return_inverse=True)
+                _uniq, first, inv = np.unique(mat[:, 0], return_index=True, return_inverse=True)
             else:
                 h = mat[:, 0].astype(np.uint64)
                 for j in range(1, mat.shape[1]):

@@ -27,6 +27,7 @@ Thread safety: ``append`` must be serialised by the caller (the engine's write l
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
@@ -114,15 +115,21 @@ class Wal:
                     if last:
                         log.warning(
                             "WAL segment %s: %s at offset %d; truncating %d trailing bytes",
-                            path.name, bad, pos, len(data) - pos,
+                            path.name,
+                            bad,
+                            pos,
+                            len(data) - pos,
                         )
                         with open(path, "r+b") as f:
                             f.truncate(pos)
                             os.fsync(f.fileno())
                     else:
                         log.error(
-                            "WAL segment %s: %s at offset %d; skipping the rest of this segment "
-                            "(%d bytes)", path.name, bad, pos, len(data) - pos,
+                            "WAL segment %s: %s at offset %d; skipping the rest of this segment (%d bytes)",
+                            path.name,
+                            bad,
+                            pos,
+                            len(data) - pos,
                         )
                     break
                 _magic, length, _crc, seq = _HEADER.unpack_from(data, pos)
@@ -253,7 +260,7 @@ class Wal:
         """
         segs = self.segments()
         removed = 0
-        for (_first, path), (next_first, _) in zip(segs, segs[1:], strict=False):
+        for (_first, path), (next_first, _) in itertools.pairwise(segs):
             if next_first <= seq:
                 path.unlink(missing_ok=True)
                 removed += 1

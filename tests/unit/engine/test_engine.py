@@ -31,16 +31,19 @@ def test_write_then_query_live_and_persisted(engine: Engine) -> None:
         tags={"host": ["a", "b", "c"] * (n // 3)},
         fields={"usage": np.arange(n) * 0.25, "count": np.arange(n)},
     )
-    expect = [("a", 200, sum(i * 0.25 for i in range(0, n, 3))), ("b", 200, sum(i * 0.25 for i in range(1, n, 3)))]
+    expect = [
+        ("a", 200, sum(i * 0.25 for i in range(0, n, 3))),
+        ("b", 200, sum(i * 0.25 for i in range(1, n, 3))),
+    ]
     q = "SELECT host, count(*), sum(usage) FROM cpu GROUP BY host ORDER BY host LIMIT 2"
     assert rows(engine, q) == expect
     engine.flush()
     assert engine.stats()["live_rows"] == 0
     assert engine.stats()["files"] >= 1
     assert rows(engine, q) == expect
-    assert rows(engine, 'SELECT typeof(time), typeof(host), typeof(usage), typeof(count) FROM "default".cpu LIMIT 1') == [
-        ("TIMESTAMP_NS", "VARCHAR", "DOUBLE", "BIGINT")
-    ]
+    assert rows(
+        engine, 'SELECT typeof(time), typeof(host), typeof(usage), typeof(count) FROM "default".cpu LIMIT 1'
+    ) == [("TIMESTAMP_NS", "VARCHAR", "DOUBLE", "BIGINT")]
 
 
 def test_time_is_utc_timestamp_ns(engine: Engine) -> None:
@@ -54,7 +57,10 @@ def test_schema_grows_and_old_rows_read_null(engine: Engine) -> None:
     engine.write("m", [T0], tags={"host": ["a"]}, fields={"v": [1.0]})
     engine.flush()
     engine.write("m", [T0 + S], tags={"host": ["a"], "dc": ["x"]}, fields={"v": [2.0], "w": [5]})
-    assert rows(engine, "SELECT host, dc, v, w FROM m ORDER BY time") == [("a", None, 1.0, None), ("a", "x", 2.0, 5)]
+    assert rows(engine, "SELECT host, dc, v, w FROM m ORDER BY time") == [
+        ("a", None, 1.0, None),
+        ("a", "x", 2.0, 5),
+    ]
     assert [c.name for c in engine.schema("m").columns] == ["host", "v", "dc", "w"]
 
 
@@ -210,7 +216,9 @@ def test_out_of_order_samples_are_accepted(engine: Engine) -> None:
 def test_partitions_follow_the_hive_layout(engine: Engine, data_dir: Path) -> None:
     engine.write("cpu", [T0, T0 + 3600 * S + 1], tags={"h": ["a", "b"]}, fields={"v": [1.0, 2.0]})
     engine.flush()
-    files = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*.parquet") if p.name != "_empty.parquet")
+    files = sorted(
+        p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*.parquet") if p.name != "_empty.parquet"
+    )
     assert len(files) == 2
     assert files[0].startswith("default/cpu/date=2016-01-01/hour=00/n0-")
     assert files[1].startswith("default/cpu/date=2016-01-01/hour=01/n0-")
@@ -224,7 +232,7 @@ def test_float_columns_scaled_losslessly(engine: Engine, data_dir: Path) -> None
     full = rng.uniform(0, 100, 5000)
     engine.write("m", T0 + np.arange(5000) * S, fields={"dec2": dec2, "full": full})
     engine.flush()
-    got = engine.sql("SELECT dec2, \"full\" FROM m ORDER BY time")
+    got = engine.sql('SELECT dec2, "full" FROM m ORDER BY time')
     assert got.column("dec2").to_numpy().tobytes() == dec2.tobytes()
     assert got.column("full").to_numpy().tobytes() == full.tobytes()
     f = next(p for p in data_dir.rglob("n0-*.parquet"))
@@ -274,7 +282,9 @@ def test_chunks_age_into_parquet(engine: Engine, clock) -> None:
 
 
 def test_memory_bound_raises_overloaded(data_dir: Path, clock) -> None:
-    with Engine.open(data_dir, clock=clock, max_buffer_bytes=200_000, min_chunk_rows=1024, max_chunk_rows=1024) as eng:
+    with Engine.open(
+        data_dir, clock=clock, max_buffer_bytes=200_000, min_chunk_rows=1024, max_chunk_rows=1024
+    ) as eng:
         eng.write("m", T0 + np.arange(1024), fields={"v": np.ones(1024)})
         with pytest.raises(Overloaded) as err:
             for i in range(1, 200):
@@ -319,4 +329,37 @@ def test_batches_of_one_table_in_one_call_are_merged(engine: Engine) -> None:
     a = TableBatch.build("m", [T0], tags={"h": ["a"]}, fields={"v": [1.0]})
     b = TableBatch.build("m", [T0 + 1], tags={"dc": ["x"]}, fields={"w": [2]})
     assert engine.write_batches([a, b]) == 2
-    assert rows(engine, "SELECT h, dc, v, w FROM m ORDER BY time") == [("a", None, 1.0, None), (None, "x", None, 2)]
+    assert rows(engine, "SELECT h, dc, v, w FROM m ORDER BY time") == [
+        ("a", None, 1.0, None),
+        (None, "x", None, 2),
+    ]
+
+
+def test_compaction_merges_hours_then_closed_days(data_dir: Path) -> None:
+    from tsengine.clock import ManualClock
+
+    clock = ManualClock(start_ns=T0 + 2 * 3600 * S)  # 02:00 on the first day
+    with Engine.open(data_dir, clock=clock) as eng:
+        for k in range(3):  # three flushes into hour 00, one into hour 01
+            eng.write("m", [T0 + k * S], tags={"h": ["a"]}, fields={"v": [float(k)]})
+            eng.flush()
+        eng.write("m", [T0 + 3600 * S], tags={"h": ["a"]}, fields={"v": [9.0]})
+        eng.flush()
+        assert eng.compact() == 3  # hour 00: three files into one; the day is still open
+        rels = sorted(e.file.relpath() for e in eng._tables[("default", "m")].manifest.files.values())
+        assert [r.rsplit("/", 1)[0] for r in rels] == ["date=2016-01-01/hour=00", "date=2016-01-01/hour=01"]
+        clock.advance(24 * 3600)  # the day is over (and past the grace period)
+        assert eng.compact() == 2
+        (rel,) = [e.file.relpath() for e in eng._tables[("default", "m")].manifest.files.values()]
+        assert rel.startswith("date=2016-01-01/n0-") and rel.endswith(".2.parquet")
+        assert rows(eng, "SELECT v FROM m ORDER BY time") == [(0.0,), (1.0,), (2.0,), (9.0,)]
+        # A late sample for the closed day lands in an hour file and is merged in next time.
+        eng.write("m", [T0 + 5 * S], tags={"h": ["a"]}, fields={"v": [5.0]})
+        eng.write("m", [T0 + 1 * S], tags={"h": ["a"]}, fields={"v": [1.5]})  # overwrites
+        eng.flush()
+        assert rows(eng, "SELECT v FROM m ORDER BY time") == [(0.0,), (1.5,), (2.0,), (5.0,), (9.0,)]
+        assert eng.compact() == 2
+        assert eng.stats()["files"] == 1
+        assert rows(eng, "SELECT v FROM m ORDER BY time") == [(0.0,), (1.5,), (2.0,), (5.0,), (9.0,)]
+    with Engine.open(data_dir, clock=clock) as eng:
+        assert rows(eng, "SELECT v FROM m ORDER BY time") == [(0.0,), (1.5,), (2.0,), (5.0,), (9.0,)]

@@ -91,7 +91,15 @@ class EngineModel(RuleBasedStateMachine):
         field = data.draw(st.sampled_from(sorted(schema.fields)))
         wrong = "text" if FIELD_TYPES[field] != "str" else 1.5
         try:
-            self.engine.write(table, [T0, T0 + 1], tags={"host": ["zz", "zz"]}, fields={"f" if field != "f" else "i": [1.0, 2.0] if field != "f" else [1, 2], field: [wrong, wrong]})
+            self.engine.write(
+                table,
+                [T0, T0 + 1],
+                tags={"host": ["zz", "zz"]},
+                fields={
+                    "f" if field != "f" else "i": [1.0, 2.0] if field != "f" else [1, 2],
+                    field: [wrong, wrong],
+                },
+            )
         except SchemaConflict:
             return
         raise AssertionError("a conflicting field type was accepted")
@@ -120,7 +128,9 @@ class EngineModel(RuleBasedStateMachine):
                 key = (tags, r["time"].value if hasattr(r["time"], "value") else _ns(r["time"]))
                 assert key not in got, f"duplicate row for {key} in {table}"
                 got[key] = {f: _bits(r[f]) for f in schema.fields if r[f] is not None}
-            want = {k: {f: _bits(v) for f, v in fields.items() if v is not None} for k, fields in store.items()}
+            want = {
+                k: {f: _bits(v) for f, v in fields.items() if v is not None} for k, fields in store.items()
+            }
             assert got == want, f"table {table!r} differs from the model"
 
     def teardown(self) -> None:
