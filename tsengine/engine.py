@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -519,7 +519,7 @@ class Engine:
         """
         return self.query.sql(query, params)
 
-    def snapshot(self, names: set[str]) -> list[TableSnapshot]:
+    def snapshot(self, names: AbstractSet[str]) -> list[TableSnapshot]:
         """Consistent view of the named tables (SnapshotSource for the query layer)."""
         out = []
         with self._lock:
@@ -540,7 +540,8 @@ class Engine:
         dirty_hours = st.manifest.dirty_hours()
         for c in st.buffer.chunks:
             dirty_hours |= c.dirty_hours
-        clean, dirty = [], []
+        clean: list[str] = []
+        dirty: list[str] = []
         for e in sorted(st.manifest.files.values(), key=lambda e: (e.file.seq, e.file.gen)):
             path = str(e.file.path(self.path, db, schema.table))
             (clean if dirty_hours.isdisjoint(e.file.hours) else dirty).append(path)

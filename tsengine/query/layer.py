@@ -14,10 +14,9 @@ View DDL is serialised by a lock. Blocking: yes — call it off the event loop.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Sequence, Set as AbstractSet
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,7 +44,7 @@ _EMPTY_DIRTY_LIVE = pa.table({"time": pa.array([], pa.timestamp("ns")), ROW_COLU
 class SnapshotSource(Protocol):
     """What the query layer needs of the engine."""
 
-    def snapshot(self, names: set[str]) -> list[TableSnapshot]:
+    def snapshot(self, names: AbstractSet[str]) -> list[TableSnapshot]:
         """Snapshots of every table (any database) whose name is in ``names``; pins files."""
         ...
 
@@ -85,8 +84,6 @@ class QueryLayer:
         self._schemas: set[str] = set()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
-        self._parser = duckdb.connect(":memory:")
-        self._parse_lock = threading.Lock()
         self._closed = False
 
     # -- views ------------------------------------------------------------------------------
@@ -143,8 +140,7 @@ class QueryLayer:
         """
         if self._closed:
             raise QueryError("cannot run query: the engine is closed")
-        stmt = sandbox.check_sql(text) if checked else text
-        names = self._table_names(stmt)
+        stmt, names = sandbox.check_sql_tables(text)
         snaps = self._source.snapshot(names)
         cur = self._cursor()
         try:
@@ -162,31 +158,6 @@ class QueryLayer:
                 cur.register(names_.clean_live, _EMPTY_LIVE)
                 cur.register(names_.dirty_live, _EMPTY_DIRTY_LIVE)
             self._source.release(snaps)
-
-    def _table_names(self, stmt: str) -> set[str]:
-        """Unqualified names of every table reference in a statement (from DuckDB's parser).
-
-        CTE names come along too; that only costs a snapshot of a table that is not read.
-        """
-        with self._parse_lock:
-            try:
-                row = self._parser.execute("SELECT json_serialize_sql($1)", [stmt]).fetchone()
-            except duckdb.Error as exc:
-                raise sandbox.translate_error(exc) from exc
-        tree = json.loads(row[0]) if row else {}
-        if tree.get("error"):
-            raise QueryError(f"cannot run query: {tree.get('error_message', 'cannot parse')}")
-        names: set[str] = set()
-        stack: list[Any] = [tree]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, dict):
-                if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
-                    names.add(node["table_name"])
-                stack.extend(node.values())
-            elif isinstance(node, list):
-                stack.extend(node)
-        return names
 
     def _bind(self, cur: duckdb.DuckDBPyConnection, snap: TableSnapshot) -> None:
         names = view_names(snap.view_id)
@@ -213,4 +184,3 @@ class QueryLayer:
                     cur.close()
             self._cursors.clear()
         self._con.close()
-        self._parser.close()

@@ -202,15 +202,21 @@ def _violation(what: str, hint: str = "") -> SandboxViolation:
 
 
 def check_sql(sql: str) -> str:
-    """Return ``sql`` as one read-only statement, or refuse it.
+    """Return ``sql`` as one read-only statement, or refuse it (see :func:`check_sql_tables`)."""
+    return check_sql_tables(sql)[0]
+
+
+def check_sql_tables(sql: str) -> tuple[str, frozenset[str]]:
+    """Return ``sql`` as one read-only statement and the table names it reads, or refuse it.
 
     Args:
         sql: the user's SQL text; ``?`` and ``$name`` parameters are fine.
 
     Returns:
         The statement text, stripped of surrounding blanks, trailing comments and one trailing
-        ``;`` (so a caller may wrap it in a subquery). Run this text, not the original: it is
-        exactly what was checked.
+        ``;`` (so a caller may wrap it in a subquery) — run this text, not the original: it is
+        exactly what was checked —, and the unqualified names of every table reference in it
+        (CTE names included: a superset of the tables read).
 
     Raises:
         SandboxViolation: the text is not exactly one read-only statement; the message names
@@ -225,8 +231,8 @@ def check_sql(sql: str) -> str:
     if len(statements) > 1:
         raise _violation(f"more than one statement ({len(statements)})")
     text = _strip(statements[0][1])
-    _check_statement(statements[0][0], text, explain_allowed=True)
-    return text
+    tables = _check_statement(statements[0][0], text, explain_allowed=True)
+    return text, frozenset(tables)
 
 
 def _strip(text: str) -> str:
@@ -309,13 +315,12 @@ def _leading_keywords(text: str, limit: int = 5) -> str:
     return " ".join(words)
 
 
-def _check_statement(kind: duckdb.StatementType | None, text: str, *, explain_allowed: bool) -> None:
+def _check_statement(kind: duckdb.StatementType | None, text: str, *, explain_allowed: bool) -> set[str]:
+    """Refuse anything but a read; returns the table names the statement references."""
     if kind == duckdb.StatementType.SELECT:
-        _check_tree(text)
-        return
+        return _check_tree(text)
     if kind == duckdb.StatementType.EXPLAIN and explain_allowed:
-        _check_explained(text)
-        return
+        return _check_explained(text)
     words = _leading_keywords(text) or (kind.name if kind is not None else "this statement")
     if kind == duckdb.StatementType.MULTI and words.startswith(("PIVOT", "UNPIVOT")):
         # DuckDB runs it as CREATE TYPE ... AS ENUM (SELECT DISTINCT ...) followed by the SELECT.
@@ -325,7 +330,7 @@ def _check_statement(kind: duckdb.StatementType | None, text: str, *, explain_al
     raise _violation(words)
 
 
-def _check_explained(text: str) -> None:
+def _check_explained(text: str) -> set[str]:
     """Check the statement after ``EXPLAIN [ANALYZE] [VERBOSE] [(options)]``.
 
     The inner statement is a suffix of the text. Each candidate suffix must itself parse as
@@ -357,13 +362,13 @@ def _check_explained(text: str) -> None:
         except QueryError:
             continue
         if len(statements) == 1:
-            _check_statement(statements[0][0], _strip(statements[0][1]), explain_allowed=False)
-            return
+            return _check_statement(statements[0][0], _strip(statements[0][1]), explain_allowed=False)
     raise QueryError("cannot run query: could not find the statement that EXPLAIN explains")
 
 
-def _check_tree(text: str) -> None:
+def _check_tree(text: str) -> set[str]:
     tree = _serialize(text)
+    tables: set[str] = set()
     if tree.get("error"):
         # A SELECT the serializer cannot express; refusing keeps the wall closed.
         raise QueryError(f"cannot run query: {tree.get('error_message', 'unsupported statement')}")
@@ -381,11 +386,14 @@ def _check_tree(text: str) -> None:
             _check_table_function(node.get("function"))
         elif node_type == "BASE_TABLE":
             _check_table_name(node.get("qualified_name"), node.get("table_name"))
+            if isinstance(node.get("table_name"), str):
+                tables.add(node["table_name"])
         elif node_type == "SHOW_REF" and node.get("table_name"):
             _check_table_name(None, node.get("table_name"))
         if "function_name" in node:
             _check_function_name(node.get("function_name"))
         stack.extend(value for value in node.values() if isinstance(value, dict | list))
+    return tables
 
 
 def _check_table_function(function: object) -> None:
