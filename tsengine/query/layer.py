@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Sequence, Set as AbstractSet
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Protocol
 

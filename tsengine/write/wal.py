@@ -28,6 +28,7 @@ Thread safety: ``append`` must be serialised by the caller (the engine's write l
 from __future__ import annotations
 
 import itertools
+import io
 import logging
 import os
 import struct
@@ -75,7 +76,7 @@ class Wal:
         self._policy = fsync
         self._interval_s = fsync_interval_s
         self._segment_bytes = segment_bytes
-        self._file: object | None = None  # io.FileIO of the current segment
+        self._file: io.FileIO | None = None  # the current segment
         self._fd = -1
         self._size = 0
         self._next_seq = 1
@@ -167,7 +168,7 @@ class Wal:
             self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in rotate/close
         except OSError as exc:
             raise StorageError(f"cannot open WAL segment: {exc}", path=str(path)) from exc
-        self._fd = self._file.fileno()  # type: ignore[attr-defined]
+        self._fd = self._file.fileno()
         self._size = 0
         _fsync_dir(self._dir)
 
@@ -206,7 +207,8 @@ class Wal:
         with self._cond:
             self._synced_seq = max(self._synced_seq, self._written_seq)
             self._cond.notify_all()
-        self._file.close()  # type: ignore[attr-defined]
+        if self._file is not None:
+            self._file.close()
         self._next_seq = next_seq
         self._open_segment()
 
@@ -277,5 +279,5 @@ class Wal:
         if self._file is not None:
             if self._policy != "none":
                 self.sync()
-            self._file.close()  # type: ignore[attr-defined]
+            self._file.close()
         self._closed = True
