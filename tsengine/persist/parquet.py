@@ -94,19 +94,22 @@ def _rank_of_tag(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def sort_dedup_split(data: pa.Table, tag_names: list[str], span_hours: int = 1) -> list[tuple[int, pa.Table]]:
-    """Sort by (partition, tags, time), keep the last-written row of each (series, time), split.
+    """Sort by (partition, tags, time), merge the rows of each (series, time), split.
 
-    Partitions are ``span_hours`` long (1: hour files, 24: day files). ``data`` must be in write
-    order (later rows win). Returns ``[(first_hour_of_partition, rows), ...]``.
+    Rows of the same series and time merge field by field, the last-written non-null value of
+    each field winning (InfluxDB's rule for duplicate points; for a single-field table it is
+    plain last-write-wins). Partitions are ``span_hours`` long (1: hour files, 24: day files).
+    ``data`` must be in write order. Returns ``[(first_hour_of_partition, rows), ...]``.
     """
     n = data.num_rows
     if n == 0:
         return []
     time = data.column("time").combine_chunks().view(pa.int64()).to_numpy(zero_copy_only=False)
     hour = time // (NS_PER_HOUR * span_hours) * span_hours
-    ranks = [_rank_of_tag(data.column(t)) for t in tag_names if t in data.column_names]
-    # lexsort: last key is primary; equal keys keep input order (stable), so the last of a run
-    # of duplicates is the last written.
+    present_tags = [t for t in tag_names if t in data.column_names]
+    ranks = [_rank_of_tag(data.column(t)) for t in present_tags]
+    # lexsort: last key is primary; equal keys keep input order (stable), so within a run of
+    # duplicates the rows stay in write order.
     perm = np.lexsort([time, *reversed(ranks), hour])
     t_sorted = time[perm]
     same = t_sorted[1:] == t_sorted[:-1]
@@ -114,14 +117,34 @@ def sort_dedup_split(data: pa.Table, tag_names: list[str], span_hours: int = 1) 
         rs = r[perm]
         same &= rs[1:] == rs[:-1]
     if same.any():
-        keep = np.append(~same, True)
-        perm = perm[keep]
-    out_sorted = data.take(pa.array(perm))
+        out_sorted = _merge_runs(data, perm, same, set(present_tags))
+        perm = perm[np.append(~same, True)]
+    else:
+        out_sorted = data.take(pa.array(perm))
     hours = hour[perm]
     bounds = np.flatnonzero(np.diff(hours)) + 1
     starts = np.insert(bounds, 0, 0)
     ends = np.append(bounds, len(hours))
     return [(int(hours[s]), out_sorted.slice(s, e - s)) for s, e in zip(starts, ends, strict=True)]
+
+
+def _merge_runs(data: pa.Table, perm: np.ndarray, same: np.ndarray, tags: set[str]) -> pa.Table:
+    """One row per run of equal (series, time) in ``perm`` order: last non-null per field."""
+    n = len(perm)
+    starts = np.flatnonzero(np.append(True, ~same))
+    last = perm[np.append(starts[1:] - 1, n - 1)]
+    positions = np.arange(n)
+    cols = {}
+    for name in data.column_names:
+        col = data.column(name)
+        if name == "time" or name in tags or col.null_count == 0:
+            cols[name] = pc.take(col, pa.array(last))
+            continue
+        valid = col.is_valid().to_numpy(zero_copy_only=False)[perm]
+        last_valid = np.maximum.reduceat(np.where(valid, positions, -1), starts)
+        idx = pa.array(np.where(last_valid >= 0, perm[np.maximum(last_valid, 0)], 0), mask=last_valid < 0)
+        cols[name] = pc.take(col, idx)
+    return pa.table(cols)
 
 
 def _encode(

@@ -7,9 +7,10 @@ Each table ``db.table`` is a DuckDB view over four sources, bound per query from
 * ``clean`` live rows: the ring-buffer rows of those hours (an Arrow table registered on the
   querying cursor, zero-copy over the numpy chunks);
 * ``dirty`` files and live rows: hours that received a row at or before its series' latest
-  time (a late sample or a duplicate). These are de-duplicated in the view — per series and
-  time the row from the newest source wins (file order, then live row order) — until
-  compaction rewrites the hour as one clean file.
+  time (a late sample or a duplicate). These are de-duplicated in the view — the rows of one
+  series and time merge field by field, the newest non-null value winning (file order, then
+  live row order), as InfluxDB merges duplicate points — until compaction rewrites the hour as
+  one clean file.
 
 File lists reach the view through DuckDB variables (``SET VARIABLE``, per connection) and the
 live rows through per-connection registrations, so concurrent queries each see their own
@@ -78,17 +79,25 @@ def _anchor(schema: TableSchema, extra: str = "") -> str:
 def view_sql(db: str, schema: TableSchema, view_id: int) -> str:
     """``CREATE OR REPLACE VIEW`` statement of a table."""
     names = view_names(view_id)
-    partition = ", ".join([*(quote_ident(t) for t in schema.tags), "time"])
+    group = ", ".join([*(quote_ident(t) for t in schema.tags), "time"])
     anchor = _anchor(schema)
-    anchor_ord = _anchor(schema, ", NULL::BIGINT AS __tso1, NULL::BIGINT AS __tso2")
+    anchor_ord = _anchor(schema, ", NULL::BIGINT AS __tso")
+    # Rows of one series and time merge field by field, the newest non-null value winning:
+    # files by their order in the list (oldest first), then live rows by position.
+    merged = ", ".join(
+        f"arg_max({quote_ident(c.name)}, __tso) FILTER (WHERE {quote_ident(c.name)} IS NOT NULL) "
+        f"AS {quote_ident(c.name)}"
+        for c in schema.columns
+        if c.kind == "field"
+    )
     dirty = (
-        f"SELECT * EXCLUDE (__tso1, __tso2) FROM ("
+        f"SELECT {group}, {merged} FROM ("
         f"{anchor_ord} "
-        f"UNION ALL BY NAME SELECT *, file_index::BIGINT AS __tso1, 0::BIGINT AS __tso2 "
+        f"UNION ALL BY NAME SELECT *, file_index::BIGINT AS __tso "
         f"FROM read_parquet(getvariable('{names.dirty_files}'), union_by_name=true) "
-        f"UNION ALL BY NAME SELECT * EXCLUDE ({ROW_COLUMN}), 9223372036854775807::BIGINT AS __tso1, "
-        f"{ROW_COLUMN}::BIGINT AS __tso2 FROM {names.dirty_live}"
-        f") QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY __tso1 DESC, __tso2 DESC) = 1"
+        f"UNION ALL BY NAME SELECT * EXCLUDE ({ROW_COLUMN}), "
+        f"(4611686018427387904 + {ROW_COLUMN})::BIGINT AS __tso FROM {names.dirty_live}"
+        f") GROUP BY {group}"
     )
     outer = ["time"]
     for c in schema.columns:

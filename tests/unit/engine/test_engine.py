@@ -190,7 +190,7 @@ def test_nan_and_staleness_marker_kept_bit_exact(engine: Engine) -> None:
     assert got.view(np.int64).tolist() == v.view(np.int64).tolist()
 
 
-def test_duplicates_last_write_wins_live_persisted_and_compacted(engine: Engine) -> None:
+def test_duplicates_last_write_wins_live_flushed_and_compacted(engine: Engine) -> None:
     engine.write("m", [T0, T0 + S], tags={"h": ["a", "a"]}, fields={"v": [1.0, 2.0]})
     engine.flush()
     engine.write("m", [T0], tags={"h": ["a"]}, fields={"v": [10.0]})
@@ -203,6 +203,18 @@ def test_duplicates_last_write_wins_live_persisted_and_compacted(engine: Engine)
     assert engine.compact() >= 2
     assert rows(engine, q, [T0]) == [(0, 30.0), (S, 2.0)]
     assert engine.stats()["files"] == 1
+
+
+def test_duplicate_points_merge_field_by_field(engine: Engine) -> None:
+    # Telegraf-style: two lines for the same series and time, each with some of the fields.
+    engine.write("m", [T0], tags={"h": ["a"]}, fields={"v": [1.0], "w": [1]})
+    q = "SELECT v, w, s FROM m"
+    for step in ("live", "flushed", "compacted"):
+        engine.write("m", [T0], tags={"h": ["a"]}, fields={"v": [2.0], "s": ["x"]})
+        assert rows(engine, q) == [(2.0, 1, "x")], step
+        engine.flush() if step == "live" else engine.compact()
+    assert rows(engine, q) == [(2.0, 1, "x")]
+    assert engine.latest("m").select(["v", "w", "s"]).to_pylist() == [{"v": 2.0, "w": 1, "s": "x"}]
 
 
 def test_out_of_order_samples_are_accepted(engine: Engine) -> None:

@@ -3,7 +3,8 @@
 Writes go to a few tables with tags and fields appearing over time, times drawn from a small
 range (so out-of-order rows and exact duplicates are common), and sometimes a batch that must
 be refused whole (a field type conflict). After every step the engine must read back exactly
-what the model holds: one row per (series, time), the last one written.
+what the model holds: one row per (series, time) whose fields are the last value written for
+each (InfluxDB's merge of duplicate points).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class EngineModel(RuleBasedStateMachine):
         store = self.model.setdefault(table, {})
         for r in rows:
             key = (frozenset(r["tags"].items()), r["time"])
-            store[key] = {f: r["fields"].get(f) for f in field_cols}
+            merged = store.setdefault(key, {})
+            merged.update({f: v for f, v in r["fields"].items() if v is not None})
 
     @precondition(lambda self: any(self.model.values()))
     @rule(data=st.data())
