@@ -262,7 +262,7 @@ class Engine:
         return sum(b.num_rows for b in batches)
 
     def _apply(
-        self, batches: list[TableBatch], *, payload: bytes | None = None, seq: int = 0, admit: bool = True
+        self, batches: list[TableBatch], *, payload: list[Any] | None = None, seq: int = 0, admit: bool = True
     ) -> int:
         s = self.settings
         grouped: dict[tuple[str, str], list[TableBatch]] = {}

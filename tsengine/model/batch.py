@@ -17,6 +17,7 @@ and cheap to pass between threads.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +162,11 @@ class TableBatch:
     def num_samples(self) -> int:
         """Number of non-null field values (what Prometheus and VictoriaMetrics call samples)."""
         return sum(len(a) - a.null_count for a in self.fields.values())
+
+    @functools.cached_property
+    def encoded_tags(self) -> dict[str, pa.DictionaryArray]:
+        """Tag columns dictionary-encoded (computed once; the WAL and the buffer both use it)."""
+        return {name: arr.dictionary_encode() for name, arr in self.tags.items()}
 
     def field_types(self) -> dict[str, FieldType]:
         return {name: FieldType.of_arrow(arr.type, column=name) for name, arr in self.fields.items()}

@@ -247,9 +247,8 @@ class TableBuffer:
         tag_codes: dict[str, np.ndarray] = {}
         null_counts: dict[str, int] = {}
         new_values: dict[str, list[str]] = {}
-        for name, arr in batch.tags.items():
+        for name, enc in batch.encoded_tags.items():
             d = self.dicts.get(name)
-            enc = arr.dictionary_encode()
             distinct = enc.dictionary.to_pylist()
             mapping = np.empty(max(len(distinct), 1), dtype=np.int32)
             pending: list[str] = []
@@ -334,8 +333,10 @@ class TableBuffer:
             keys_rows: list[tuple[int, ...]] = [()]
             inv = np.zeros(n, dtype=np.int64)
         else:
-            minus1 = np.full(n, -1, dtype=np.int32)
-            mat = np.stack([codes.get(t, minus1) for t in tag_names], axis=1)
+            mat = np.full((n, len(tag_names)), -1, dtype=np.int32)
+            for j, t in enumerate(tag_names):
+                if t in codes:
+                    mat[:, j] = codes[t]
             if mat.shape[1] == 1:
                 _uniq, first, inv = np.unique(mat[:, 0], return_index=True, return_inverse=True)
             else:

@@ -24,11 +24,11 @@ __all__ = ["decode", "encode"]
 _U32 = struct.Struct("<I")
 
 
-def _encode_one(batch: TableBatch) -> bytes:
+def _encode_one(batch: TableBatch) -> pa.Buffer:
     arrays = [pa.array(batch.time, pa.int64())]
     names = ["time"]
-    for name, arr in batch.tags.items():
-        arrays.append(arr.dictionary_encode())
+    for name, arr in batch.encoded_tags.items():
+        arrays.append(arr)
         names.append(name)
     for name, arr in batch.fields.items():
         arrays.append(arr)
@@ -42,16 +42,17 @@ def _encode_one(batch: TableBatch) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, rb.schema) as writer:
         writer.write_batch(rb)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
-def encode(batches: list[TableBatch]) -> bytes:
-    parts = [_U32.pack(len(batches))]
+def encode(batches: list[TableBatch]) -> list[bytes | pa.Buffer]:
+    """The record as a list of buffers (the WAL writes them with one ``writev``, no copy)."""
+    parts: list[bytes | pa.Buffer] = [_U32.pack(len(batches))]
     for b in batches:
         data = _encode_one(b)
-        parts.append(_U32.pack(len(data)))
+        parts.append(_U32.pack(data.size))
         parts.append(data)
-    return b"".join(parts)
+    return parts
 
 
 def decode(payload: bytes) -> list[TableBatch]:

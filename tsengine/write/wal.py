@@ -34,7 +34,8 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 from pathlib import Path
 
 from tsengine.errors import StorageError
@@ -44,6 +45,7 @@ __all__ = ["Wal"]
 
 log = logging.getLogger("tsengine.wal")
 
+Buffer = Any  # bytes, memoryview or pyarrow.Buffer: anything with the buffer protocol
 _MAGIC = 0x31575354  # b"TSW1" little-endian
 _HEADER = struct.Struct("<IIIQ")
 _SEQ = struct.Struct("<Q")
@@ -57,6 +59,18 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _writev_all(fd: int, parts: list[Buffer]) -> None:
+    """writev until every byte is written (a short write is legal, if rare, on regular files)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 class Wal:
@@ -178,23 +192,30 @@ class Wal:
     def last_seq(self) -> int:
         return self._next_seq - 1
 
-    def append(self, payload: bytes | memoryview) -> int:
-        """Write one record; returns its sequence number. Caller serialises calls."""
+    def append(self, payload: Sequence[Buffer]) -> int:
+        """Write one record whose payload is the concatenation of ``payload``; returns its seq.
+
+        Caller serialises calls.
+        """
         if self._closed:
             raise StorageError("cannot append to the WAL: it is closed")
         seq = self._next_seq
-        crc = zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
-        header = _HEADER.pack(_MAGIC, len(payload), crc, seq)
-        if self._size and self._size + len(header) + len(payload) > self._segment_bytes:
+        crc = zlib.crc32(_SEQ.pack(seq))
+        length = 0
+        for part in payload:
+            crc = zlib.crc32(part, crc)
+            length += len(memoryview(part))
+        header = _HEADER.pack(_MAGIC, length, crc, seq)
+        if self._size and self._size + len(header) + length > self._segment_bytes:
             self._rotate(seq)
         try:
-            os.writev(self._fd, [header, payload])
+            _writev_all(self._fd, [header, *payload])
         except OSError as exc:
             # The record may be partly on disk; it has no valid CRC and replay drops it. Start a
             # new segment so later records do not follow a torn one.
             self._rotate(seq)
             raise StorageError(f"cannot append to the WAL: {exc}") from exc
-        self._size += len(header) + len(payload)
+        self._size += len(header) + length
         self._next_seq = seq + 1
         self._written_seq = seq
         self._dirty = True

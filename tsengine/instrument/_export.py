@@ -1,0 +1,52 @@
+"""The exporter seam: how collected telemetry leaves the process (implementation: a later issue).
+
+An :class:`Exporter` receives snapshots from the runtime and ships them — to a tsengine server
+(native ``/api/v1/import`` or OTLP/HTTP) or into an embedded engine. The contract every
+implementation must keep, because the runtime calls these on the application's threads:
+
+* ``export_*`` never block and never raise: they enqueue into a bounded queue that drops its
+  oldest items (counted) when full — except audit events, which are spilled, never dropped;
+* a background worker pushes batches of ``batch_size``, retrying with exponential backoff and
+  jitter; ``flush(timeout_s)`` pushes what is queued and reports whether it all went;
+* ``shutdown(timeout_s)`` flushes and stops the worker; calling it twice is harmless.
+
+Nothing in this package implements it yet: ``TelemetryConfig.exporter_*`` settings are read and
+validated, and :meth:`Telemetry.set_exporter` accepts an implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from tsengine.instrument._collector import DataPoint
+    from tsengine.instrument._event import Event
+    from tsengine.instrument._family import MetricFamily
+
+__all__ = ["Exporter"]
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Ships telemetry out of the process. See the module docstring for the contract."""
+
+    def export_metrics(self, families: Sequence[MetricFamily], *, time_ns: int) -> None:
+        """Enqueue a snapshot of the registry (never blocks, never raises)."""
+        ...
+
+    def export_data_points(self, points: Sequence[DataPoint]) -> None:
+        """Enqueue recorded data points (never blocks, never raises)."""
+        ...
+
+    def export_events(self, events: Sequence[Event]) -> None:
+        """Enqueue events (never blocks, never raises; audit events are never dropped)."""
+        ...
+
+    def flush(self, timeout_s: float) -> bool:
+        """Push everything queued; True if it all went within ``timeout_s``."""
+        ...
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Flush, then stop the background worker. Idempotent."""
+        ...

@@ -1,0 +1,111 @@
+"""Render collected families: Prometheus text 0.0.4, OpenMetrics 1.0 and JSON.
+
+Input: the :class:`MetricFamily` list of ``registry.collect()``. Output: bytes for ``/metrics``
+(content type chosen by :func:`choose_format` from the ``Accept`` header, as Prometheus
+negotiates it) or a JSON-ready dict. Pure functions; nothing here blocks or keeps state.
+
+The text produced is checked in the tests by prometheus_client's parsers and by
+``promtool check metrics``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from tsengine.instrument._family import MetricFamily, MetricType, Sample
+from tsengine.instrument._names import escape_help, escape_label_value
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "CONTENT_TYPE_OPENMETRICS",
+    "choose_format",
+    "format_float",
+    "generate_latest",
+    "generate_openmetrics",
+    "to_json",
+]
+
+CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def format_float(value: float) -> str:
+    """Format like Go's ``strconv`` (what Prometheus prints): ``+Inf``, ``-Inf``, ``NaN``, repr."""
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(float(value))
+    dot = text.find(".")
+    # Go switches to exponent notation sooner than Python does (1234567.0 -> 1.234567e+06).
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def _sample_lines(samples: Iterable[Sample], out: list[str]) -> None:
+    for s in samples:
+        out.append(f"{s.name}{_labels(s.labels)} {format_float(s.value)}\n")
+
+
+def generate_latest(families: Iterable[MetricFamily]) -> bytes:
+    """Prometheus text format 0.0.4 (``CONTENT_TYPE_LATEST``)."""
+    out: list[str] = []
+    for fam in families:
+        # In 0.0.4 a counter's HELP/TYPE name carries the _total its samples carry.
+        name = fam.name + "_total" if fam.type is MetricType.COUNTER else fam.name
+        out.append(f"# HELP {name} {escape_help(fam.documentation)}\n")
+        out.append(f"# TYPE {name} {fam.type.exposed_as}\n")
+        _sample_lines(fam.samples, out)
+    return "".join(out).encode("utf-8")
+
+
+def generate_openmetrics(families: Iterable[MetricFamily]) -> bytes:
+    """OpenMetrics 1.0 text (``CONTENT_TYPE_OPENMETRICS``), ending with ``# EOF``."""
+    out: list[str] = []
+    for fam in families:
+        out.append(f"# HELP {fam.name} {escape_help(fam.documentation, openmetrics=True)}\n")
+        out.append(f"# TYPE {fam.name} {fam.type.exposed_as}\n")
+        if fam.unit:
+            out.append(f"# UNIT {fam.name} {fam.unit}\n")
+        _sample_lines(fam.samples, out)
+    out.append("# EOF\n")
+    return "".join(out).encode("utf-8")
+
+
+def choose_format(accept: str | None) -> tuple[str, bool]:
+    """Pick the content type for an ``Accept`` header: ``(content_type, openmetrics?)``."""
+    if accept and "application/openmetrics-text" in accept:
+        return CONTENT_TYPE_OPENMETRICS, True
+    return CONTENT_TYPE_LATEST, False
+
+
+def _json_number(value: float) -> float | str:
+    return value if math.isfinite(value) else format_float(value)
+
+
+def to_json(families: Iterable[MetricFamily], *, time_ns: int | None = None) -> dict[str, object]:
+    """JSON-ready export: ``{"time_ns": …, "metrics": [{name, type, help, unit, samples}]}``.
+
+    Non-finite values become the strings ``"+Inf"``, ``"-Inf"``, ``"NaN"`` (JSON has no such
+    numbers).
+    """
+    metrics = []
+    for fam in families:
+        d = fam.to_dict()
+        d["samples"] = [
+            {"name": s.name, "labels": s.labels, "value": _json_number(s.value)} for s in fam.samples
+        ]
+        metrics.append(d)
+    return {"time_ns": time_ns, "metrics": metrics}

@@ -1,0 +1,477 @@
+"""Counter, Gauge, Histogram and Summary with prometheus_client's constructors and methods.
+
+``Counter(name, documentation, labelnames=(), namespace="", subsystem="", unit="",
+registry=REGISTRY)`` and friends behave like prometheus_client's, so switching is a change of
+import: ``.labels(*values)`` / ``.labels(**kw)`` return a bound child, ``.inc()``, ``.set()``,
+``.observe()`` and ``.time()`` do what they do there. ``registry=None`` leaves the metric
+unregistered, as in prometheus_client.
+
+Hot path and safety: a value lives in a small slotted child (``_values``) with its own lock, so ``inc``
+on a pre-bound child is one comparison, a lock and an add; totals are exact under any number of
+threads, and nothing here awaits, so it is equally safe from coroutines. A label lookup is one
+dict probe; only a new label set takes the metric's lock.
+
+Cardinality: a metric holds at most ``max_series`` label sets (default: the registry's
+``max_series_per_metric``). A new label set beyond that gets a detached child whose values are
+never exposed, the refusal is counted in ``tsengine_instrument_series_dropped_total{metric=…}``
+and logged once per metric. The application is never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
+from tsengine.instrument._exposition import format_float
+from tsengine.instrument._family import MetricFamily, MetricType, Sample
+from tsengine.instrument._names import (
+    MAX_LABEL_VALUE_CHARS,
+    MetricDefinitionError,
+    validate_label_names,
+    validate_metric_name,
+)
+from tsengine.instrument._registry import REGISTRY, CollectorRegistry
+from tsengine.instrument._timer import Timer
+from tsengine.instrument._values import (
+    CounterValue,
+    ExceptionTypes,
+    GaugeValue,
+    HistogramValue,
+    SummaryValue,
+)
+
+__all__ = ["DEFAULT_BUCKETS", "Counter", "Gauge", "Histogram", "Metric", "Summary"]
+
+log = logging.getLogger("tsengine.instrument")
+
+#: Latency buckets in seconds, prometheus_client's defaults: 5 ms to 10 s.
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    math.inf,
+)
+
+_INF = math.inf
+
+
+# -- parents: name, labels, children ---------------------------------------------------------
+
+
+class Metric:
+    """Common part of Counter, Gauge and Histogram: names, labels, children, cardinality."""
+
+    _type: ClassVar[MetricType]
+    _reserved_suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(  # noqa: PLR0917 -- prometheus_client's positional order, for drop-in use
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = REGISTRY,
+        *,
+        max_series: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        full = "_".join(part for part in (namespace, subsystem, name) if part)
+        if unit and not full.endswith("_" + unit):
+            full = f"{full}_{unit}"
+        full = self._normalize_name(full)
+        self._name = validate_metric_name(full)
+        self._documentation = documentation
+        self._unit = unit
+        self._labelnames = validate_label_names(full, tuple(labelnames))
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._overflow: Any = None
+        #: Label sets refused because of the cardinality limit.
+        self.series_dropped = 0
+        self._registry: CollectorRegistry | None = None
+        if max_series is None:
+            max_series = registry.max_series_per_metric if registry is not None else 10_000
+        if max_series < 1:
+            raise MetricDefinitionError(f"cannot define metric {full!r}: max_series must be >= 1")
+        self._max_series = max_series
+        if not self._labelnames:
+            self._root = self._series[()] = self._children[()] = self._new_child()
+            self._bind_root(self._root)
+        if registry is not None:
+            registry.register(self)
+            self._registry = registry
+
+    # Names -----------------------------------------------------------------------------------
+
+    def _normalize_name(self, name: str) -> str:
+        return name
+
+    @property
+    def name(self) -> str:
+        """The family name (for a counter, without ``_total``)."""
+        return self._name
+
+    @property
+    def labelnames(self) -> tuple[str, ...]:
+        return self._labelnames
+
+    @property
+    def documentation(self) -> str:
+        return self._documentation
+
+    def family_names(self) -> tuple[str, ...]:
+        return (self._name,)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._name!r}, labelnames={self._labelnames!r})"
+
+    # Children --------------------------------------------------------------------------------
+
+    def _new_child(self) -> Any:
+        raise NotImplementedError
+
+    def _bind_root(self, child: Any) -> None:
+        raise NotImplementedError
+
+    def labels(self, *values: object, **labelkwargs: object) -> Any:
+        """Return the child for these label values (positional, or all by keyword).
+
+        Values are converted with ``str()``. Raises ValueError on the wrong number or names of
+        labels — a programming error. Beyond the cardinality limit, returns a detached child.
+        """
+        if labelkwargs:
+            if values:
+                raise ValueError(f"cannot label {self._name}: pass label values by position or by name")
+            if len(labelkwargs) != len(self._labelnames) or set(labelkwargs) != set(self._labelnames):
+                raise ValueError(
+                    f"cannot label {self._name}: expected labels {self._labelnames!r}, "
+                    f"got {tuple(labelkwargs)!r}"
+                )
+            values = tuple(labelkwargs[n] for n in self._labelnames)
+        elif len(values) != len(self._labelnames):
+            raise ValueError(
+                f"cannot label {self._name}: expected {len(self._labelnames)} values for "
+                f"{self._labelnames!r}, got {len(values)}"
+            )
+        if not self._labelnames:
+            raise ValueError(f"cannot label {self._name}: it has no label names")
+        key = tuple(map(str, values))
+        child = self._children.get(key)
+        if child is None:
+            child = self._add_child(key)
+        return child
+
+    def _add_child(self, key: tuple[str, ...]) -> Any:
+        with self._lock:
+            child = self._children.get(key)
+            if child is not None:
+                return child
+            series_key = tuple(v[:MAX_LABEL_VALUE_CHARS] for v in key)
+            child = self._series.get(series_key)
+            if child is None:
+                if len(self._series) >= self._max_series:
+                    return self._refuse_series()
+                child = self._series[series_key] = self._new_child()
+            if series_key == key:
+                # Only exact keys are cached, so the cache stays bounded by the series limit.
+                self._children[key] = child
+            return child
+
+    def _refuse_series(self) -> Any:
+        # Called with self._lock held.
+        self.series_dropped += 1
+        if self._overflow is None:
+            self._overflow = self._new_child()
+            log.warning(
+                "cannot add series to metric %s: %d label sets reached; further new label sets "
+                "are dropped (counted in tsengine_instrument_series_dropped_total)",
+                self._name,
+                self._max_series,
+            )
+        if self._registry is not None:
+            self._registry.self_metrics.series_dropped.labels(self._name).inc()
+        return self._overflow
+
+    def remove(self, *values: object) -> None:
+        """Forget the series with these label values (no error if absent)."""
+        key = tuple(map(str, values))
+        with self._lock:
+            series_key = tuple(v[:MAX_LABEL_VALUE_CHARS] for v in key)
+            self._series.pop(series_key, None)
+            self._children = {k: c for k, c in self._children.items() if k not in (key, series_key)}
+
+    def clear(self) -> None:
+        """Forget every labelled series."""
+        if not self._labelnames:
+            return
+        with self._lock:
+            self._series = {}
+            self._children = {}
+
+    @property
+    def series_count(self) -> int:
+        """How many label sets this metric holds."""
+        return len(self._series)
+
+    def _require_root(self, what: str) -> None:
+        raise ValueError(
+            f"cannot {what} {self._name}: it has labels {self._labelnames!r}; use .labels() first"
+        )
+
+    # Collection ------------------------------------------------------------------------------
+
+    def _items(self) -> list[tuple[dict[str, str], Any]]:
+        with self._lock:
+            items = list(self._series.items())
+        names = self._labelnames
+        return [(dict(zip(names, key, strict=True)), child) for key, child in items]
+
+    def collect(self) -> list[MetricFamily]:
+        """A snapshot of every series of this metric."""
+        return [MetricFamily(self._name, self._documentation, self._type, self._samples(), unit=self._unit)]
+
+    def _samples(self) -> list[Sample]:
+        raise NotImplementedError
+
+
+class Counter(Metric):
+    """A value that only goes up (requests served, bytes sent, errors).
+
+    A trailing ``_total`` in the name is dropped from the family name and added back to the
+    sample, as prometheus_client does: ``Counter("requests_total", ...)`` exposes
+    ``requests_total`` in family ``requests``.
+    """
+
+    _type = MetricType.COUNTER
+
+    def _normalize_name(self, name: str) -> str:
+        return name.removesuffix("_total")
+
+    def _new_child(self) -> CounterValue:
+        return CounterValue()
+
+    def _bind_root(self, child: CounterValue) -> None:
+        # Instance attributes shadow the class methods: an unlabelled inc() costs what a child's does.
+        self.inc = child.inc  # type: ignore[method-assign]
+        self._set_total = child._set_total  # type: ignore[method-assign]
+        self.get = child.get  # type: ignore[method-assign]
+        self.count_exceptions = child.count_exceptions  # type: ignore[method-assign]
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (>= 0) to an unlabelled counter."""
+        self._require_root("increment")
+
+    def _set_total(self, value: float) -> None:
+        self._require_root("set")
+
+    def get(self) -> float:
+        """Current total of an unlabelled counter."""
+        self._require_root("read")
+        return 0.0
+
+    def count_exceptions(self, exception: ExceptionTypes = Exception) -> Any:
+        """Context manager/decorator (sync functions) counting exceptions of ``exception``; re-raises."""
+        self._require_root("count exceptions on")
+
+    def _samples(self) -> list[Sample]:
+        name = self._name + "_total"
+        return [Sample(name, labels, child._value) for labels, child in self._items()]
+
+
+class Gauge(Metric):
+    """A value that goes up and down (queue depth, temperature, in-flight requests)."""
+
+    _type = MetricType.GAUGE
+    _function: Callable[[], float] | None = None
+
+    def _new_child(self) -> GaugeValue:
+        return GaugeValue(self._clock)
+
+    def _bind_root(self, child: GaugeValue) -> None:
+        self.set = child.set  # type: ignore[method-assign]
+        self.inc = child.inc  # type: ignore[method-assign]
+        self.dec = child.dec  # type: ignore[method-assign]
+        self.set_to_current_time = child.set_to_current_time  # type: ignore[method-assign]
+        self.track_inprogress = child.track_inprogress  # type: ignore[method-assign]
+        self.time = child.time  # type: ignore[method-assign]
+        self.get = child.get  # type: ignore[method-assign]
+
+    def set(self, value: float) -> None:
+        """Set an unlabelled gauge."""
+        self._require_root("set")
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add to an unlabelled gauge."""
+        self._require_root("increment")
+
+    def dec(self, amount: float = 1.0) -> None:
+        """Subtract from an unlabelled gauge."""
+        self._require_root("decrement")
+
+    def set_to_current_time(self) -> None:
+        """Set an unlabelled gauge to the current Unix time in seconds."""
+        self._require_root("set")
+
+    def track_inprogress(self) -> Any:
+        """Context manager/decorator: +1 on entry, -1 on exit."""
+        self._require_root("track")
+
+    def time(self) -> Timer:
+        """Context manager/decorator setting the gauge to the duration in seconds."""
+        self._require_root("time")
+        raise AssertionError("BUG: unreachable")
+
+    def get(self) -> float:
+        """Current value of an unlabelled gauge."""
+        self._require_root("read")
+        return 0.0
+
+    def set_function(self, func: Callable[[], float]) -> None:
+        """Read the value from ``func`` at collection time (unlabelled gauges only)."""
+        if self._labelnames:
+            self._require_root("set_function on")
+        self._function = func
+
+    def _samples(self) -> list[Sample]:
+        func = self._function
+        if func is not None:
+            return [Sample(self._name, {}, float(func()))]
+        return [Sample(self._name, labels, child._value) for labels, child in self._items()]
+
+
+class Histogram(Metric):
+    """Counts observations into buckets; exposes ``_bucket{le=…}``, ``_count`` and ``_sum``.
+
+    Args:
+        buckets: increasing upper bounds; ``+Inf`` is appended if missing. Defaults to
+            :data:`DEFAULT_BUCKETS` (5 ms … 10 s), fit for request latencies in seconds.
+    """
+
+    _type = MetricType.HISTOGRAM
+
+    def __init__(  # noqa: PLR0917 -- prometheus_client's positional order, for drop-in use
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = REGISTRY,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        max_series: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._upper = self._check_buckets(name, buckets)
+        super().__init__(
+            name,
+            documentation,
+            labelnames,
+            namespace,
+            subsystem,
+            unit,
+            registry,
+            max_series=max_series,
+            clock=clock,
+        )
+
+    @staticmethod
+    def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
+        upper = [float(b) for b in buckets]
+        if not upper:
+            raise MetricDefinitionError(f"cannot define histogram {name!r}: no buckets")
+        if any(math.isnan(b) for b in upper):
+            raise MetricDefinitionError(f"cannot define histogram {name!r}: NaN bucket bound")
+        if upper != sorted(upper) or len(set(upper)) != len(upper):
+            raise MetricDefinitionError(f"cannot define histogram {name!r}: buckets must increase: {upper!r}")
+        if upper[-1] != _INF:
+            upper.append(_INF)
+        return tuple(upper)
+
+    @property
+    def buckets(self) -> tuple[float, ...]:
+        return self._upper
+
+    def _new_child(self) -> HistogramValue:
+        return HistogramValue(self._upper, self._clock)
+
+    def _bind_root(self, child: HistogramValue) -> None:
+        self.observe = child.observe  # type: ignore[method-assign]
+        self.time = child.time  # type: ignore[method-assign]
+
+    def observe(self, amount: float) -> None:
+        """Record one observation on an unlabelled histogram."""
+        self._require_root("observe")
+
+    def time(self) -> Timer:
+        """Context manager/decorator observing the duration in seconds."""
+        self._require_root("time")
+        raise AssertionError("BUG: unreachable")
+
+    def _samples(self) -> list[Sample]:
+        out: list[Sample] = []
+        le = [format_float(b) for b in self._upper]
+        name = self._name
+        for labels, child in self._items():
+            counts, total = child.snapshot()
+            cumulative = 0
+            for bound, count in zip(le, counts, strict=True):
+                cumulative += count
+                out.append(Sample(name + "_bucket", {**labels, "le": bound}, float(cumulative)))
+            out.append(Sample(name + "_count", labels, float(cumulative)))
+            out.append(Sample(name + "_sum", labels, total))
+        return out
+
+
+class Summary(Metric):
+    """Count and sum of observations (``_count``, ``_sum``), as prometheus_client's Summary.
+
+    Like prometheus_client's, it computes no quantiles; use a Histogram for those.
+    """
+
+    _type = MetricType.SUMMARY
+
+    def _new_child(self) -> SummaryValue:
+        return SummaryValue(self._clock)
+
+    def _bind_root(self, child: SummaryValue) -> None:
+        self.observe = child.observe  # type: ignore[method-assign]
+        self.time = child.time  # type: ignore[method-assign]
+
+    def observe(self, amount: float) -> None:
+        """Record one observation on an unlabelled summary."""
+        self._require_root("observe")
+
+    def time(self) -> Timer:
+        """Context manager/decorator observing the duration in seconds."""
+        self._require_root("time")
+        raise AssertionError("BUG: unreachable")
+
+    def _samples(self) -> list[Sample]:
+        out: list[Sample] = []
+        for labels, child in self._items():
+            with child._lock:
+                count, total = child._count, child._sum
+            out.append(Sample(self._name + "_count", labels, float(count)))
+            out.append(Sample(self._name + "_sum", labels, total))
+        return out

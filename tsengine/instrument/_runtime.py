@@ -1,0 +1,195 @@
+"""Telemetry: one object holding the config and every component, and the process default.
+
+``Telemetry(config)`` builds a registry, a metrics collector, an event tracker, a performance
+monitor, a system sampler and the hook lists, wired to each other; tests build their own.
+The package-level ``metrics_collector``, ``event_tracker`` and ``performance_monitor`` are the
+components of the default instance (:func:`get_telemetry`), which :func:`configure` updates
+*in place*, so names imported before ``configure()`` stay valid.
+
+Lifecycle: construction starts nothing. ``start()`` starts the system sampler (if enabled);
+``stop()`` stops it and shuts an installed exporter down. The framework adapters call them
+from the app's startup/shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
+from tsengine.instrument._collector import MetricsCollector
+from tsengine.instrument._config import TelemetryConfig
+from tsengine.instrument._events import EventTracker
+from tsengine.instrument._export import Exporter
+from tsengine.instrument._hooks import Hooks
+from tsengine.instrument._performance import PerformanceMonitor
+from tsengine.instrument._registry import REGISTRY, CollectorRegistry
+from tsengine.instrument._system import SystemMetrics
+
+__all__ = ["Telemetry", "configure", "get_telemetry"]
+
+
+class Telemetry:
+    """The SDK's components for one application.
+
+    Args:
+        config: settings (default: ``TelemetryConfig()``).
+        registry: metric registry (default: a new one sized by the config).
+        clock: time source for every component.
+        psutil_module: passed to the system sampler (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        config: TelemetryConfig | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        psutil_module: Any = None,
+    ) -> None:
+        config = config or TelemetryConfig()
+        self.config = config
+        self.clock = clock
+        self.registry = registry or CollectorRegistry(
+            max_series_per_metric=config.metrics_max_series_per_metric, clock=clock
+        )
+        self.metrics = MetricsCollector(registry=self.registry, clock=clock)
+        self.events = EventTracker(registry=self.registry, clock=clock)
+        self.system = SystemMetrics(registry=self.registry, psutil_module=psutil_module, clock=clock)
+        self.performance = PerformanceMonitor(
+            registry=self.registry, system_snapshot=self.system.snapshot, tracker=self.events, clock=clock
+        )
+        self.hooks = Hooks()
+        self.hooks.on_error = lambda: self.record_error("hook")
+        self.exporter: Exporter | None = None
+        self._lock = threading.Lock()
+        self.apply(config)
+
+    def apply(self, config: TelemetryConfig) -> None:
+        """Reconfigure every component in place. Does not start or stop threads."""
+        self.config = config
+        # Plain attributes, read on every request and call (cheaper than the config's properties).
+        self.enabled = config.enabled
+        self.metrics_on = config.metrics_on
+        self.events_on = config.events_on
+        self.registry.max_series_per_metric = config.metrics_max_series_per_metric
+        self.metrics.configure(
+            enabled=config.metrics_on,
+            max_data_points=config.metrics_max_data_points,
+            retention_hours=config.metrics_retention_hours,
+        )
+        self.events.configure(
+            enabled=config.events_on,
+            max_events=config.events_max_events,
+            retention_hours=config.events_retention_hours,
+            audit_spill_path=config.audit_spill_path,
+        )
+        self.performance.enabled = config.performance_on
+        self.performance.metrics_enabled = config.metrics_on
+        self.events.count_metrics = config.metrics_on
+        self.performance.default_threshold_s = config.slow_request_threshold_s
+        self.system.interval_s = config.system_metrics_interval_s
+
+    def set_exporter(self, exporter: Exporter | None) -> None:
+        """Install the exporter (see ``_export``); the previous one is shut down."""
+        with self._lock:
+            old, self.exporter = self.exporter, exporter
+        if old is not None and old is not exporter:
+            old.shutdown(5.0)
+
+    def record_error(self, component: str) -> None:
+        """Count a swallowed failure of ``component``; never raises."""
+        # The error counter itself failing must not surface either.
+        with contextlib.suppress(Exception):
+            self.registry.self_metrics.errors.labels(component).inc()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start background work allowed by the config (the system sampler). Idempotent."""
+        if self.config.system_metrics_on:
+            self.system.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop background work and shut the exporter down. Idempotent."""
+        self.system.stop(timeout_s)
+        if self.exporter is not None:
+            self.exporter.shutdown(timeout_s)
+
+    # -- health ------------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Per-component state and the SDK's own counters, for ``/health/telemetry``."""
+        sm = self.registry.self_metrics
+        errors = {s.labels["component"]: s.value for fam in sm.errors.collect() for s in fam.samples}
+        return {
+            "status": "ok" if self.config.enabled else "disabled",
+            "service": self.config.service_name,
+            "config": self.config.to_dict(),
+            "components": {
+                "metrics": {
+                    "enabled": self.config.metrics_on,
+                    "collectors": len(self.registry.collectors()),
+                    "data_points": len(self.metrics.get_data_points()),
+                    "series_dropped": sum(s.value for f in sm.series_dropped.collect() for s in f.samples),
+                },
+                "events": {
+                    "enabled": self.config.events_on,
+                    "in_memory": len(self.events),
+                    "audit_spilled": sm.audit_spilled.get(),
+                    "audit_lost": sm.audit_lost.get(),
+                },
+                "system_metrics": {
+                    "enabled": self.config.system_metrics_on,
+                    "running": self.system.running,
+                    "samples": self.system.samples,
+                    "last_error": self.system.last_error,
+                    "snapshot": self.system.snapshot(),
+                },
+                "performance": {
+                    "enabled": self.config.performance_on,
+                    "slow_endpoints": self.performance.slow_endpoints(5),
+                },
+                "exporter": {"installed": self.exporter is not None},
+            },
+            "errors": errors,
+        }
+
+
+_default: Telemetry | None = None
+_default_lock = threading.Lock()
+
+
+def get_telemetry() -> Telemetry:
+    """The process-wide default instance (built on first use over the default registry)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Telemetry(registry=REGISTRY)
+    return _default
+
+
+def configure(
+    config: TelemetryConfig | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> TelemetryConfig:
+    """Configure the default instance in place and return the config in force.
+
+    With ``config``, use it (plus ``overrides``). Otherwise read ``environ`` — ``os.environ``
+    when not given; this is the one place the SDK reads the environment — then apply
+    ``overrides`` (field names of :class:`TelemetryConfig`). Raises ConfigError naming the
+    variable. Call it at startup, before ``setup_telemetry_for_app``.
+    """
+    if config is None:
+        config = TelemetryConfig.from_env(os.environ if environ is None else environ, **overrides)
+    elif overrides:
+        config = config.replace(**overrides)
+    telemetry = get_telemetry()
+    telemetry.apply(config)
+    return config

@@ -1,0 +1,154 @@
+"""The value holders behind every metric: small slotted objects, each with its own lock.
+
+A metric (``_metrics``) maps label sets to these children; ``.labels(...)`` returns one, and an
+unlabelled metric binds its methods directly to its only child, so ``inc``/``observe`` cost one
+method call either way. Every update takes the child's lock, so totals are exact under threads;
+nothing here awaits, so coroutines are safe too. Reads for collection take the same lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
+from tsengine.instrument._timer import Timer
+
+__all__ = ["CounterValue", "ExceptionTypes", "GaugeValue", "HistogramValue", "SummaryValue"]
+
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+
+
+@contextmanager
+def _count_exceptions(inc: Callable[[], None], exception: ExceptionTypes) -> Iterator[None]:
+    try:
+        yield
+    except exception:
+        inc()
+        raise
+
+
+class CounterValue:
+    __slots__ = ("_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (>= 0). Thread-safe; never blocks beyond a short lock."""
+        if amount < 0:
+            raise ValueError(f"cannot increment a counter by {amount!r}: counters only go up")
+        with self._lock:
+            self._value += amount
+
+    def _set_total(self, value: float) -> None:
+        # Mirrors a cumulative total kept elsewhere (psutil's I/O counters); not public.
+        with self._lock:
+            self._value = float(value)
+
+    def get(self) -> float:
+        """The current total."""
+        return self._value
+
+    def count_exceptions(self, exception: ExceptionTypes = Exception) -> Any:
+        """Context manager/decorator (sync functions) counting exceptions of ``exception``; re-raises."""
+        return _count_exceptions(self.inc, exception)
+
+
+class GaugeValue:
+    __slots__ = ("_clock", "_lock", "_value")
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._lock = threading.Lock()
+        self._value = 0.0
+        self._clock = clock
+
+    def set(self, value: float) -> None:
+        """Set the gauge to ``value``."""
+        self._value = float(value)
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (may be negative)."""
+        with self._lock:
+            self._value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        """Subtract ``amount``."""
+        with self._lock:
+            self._value -= amount
+
+    def set_to_current_time(self) -> None:
+        """Set the gauge to the current Unix time in seconds."""
+        self._value = self._clock.time_ns() / 1e9
+
+    def get(self) -> float:
+        """The current value."""
+        return self._value
+
+    @contextmanager
+    def _inprogress(self) -> Iterator[None]:
+        self.inc()
+        try:
+            yield
+        finally:
+            self.dec()
+
+    def track_inprogress(self) -> Any:
+        """Context manager/decorator: +1 on entry, -1 on exit."""
+        return self._inprogress()
+
+    def time(self) -> Timer:
+        """Context manager/decorator setting the gauge to the duration in seconds."""
+        return Timer(self.set, clock=self._clock)
+
+
+class HistogramValue:
+    __slots__ = ("_clock", "_counts", "_lock", "_sum", "_upper")
+
+    def __init__(self, upper: tuple[float, ...], clock: Clock = SYSTEM_CLOCK) -> None:
+        self._lock = threading.Lock()
+        self._upper = upper
+        self._counts = [0] * len(upper)
+        self._sum = 0.0
+        self._clock = clock
+
+    def observe(self, amount: float) -> None:
+        """Record one observation. Thread-safe."""
+        # bisect_left finds the first bucket whose upper bound is >= amount ("le" semantics).
+        i = bisect_left(self._upper, amount)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += amount
+
+    def time(self) -> Timer:
+        """Context manager/decorator observing the duration in seconds."""
+        return Timer(self.observe, clock=self._clock)
+
+    def snapshot(self) -> tuple[list[int], float]:
+        """Per-bucket (not cumulative) counts and the sum, read consistently."""
+        with self._lock:
+            return list(self._counts), self._sum
+
+
+class SummaryValue:
+    __slots__ = ("_clock", "_count", "_lock", "_sum")
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._sum = 0.0
+        self._clock = clock
+
+    def observe(self, amount: float) -> None:
+        """Record one observation. Thread-safe."""
+        with self._lock:
+            self._count += 1
+            self._sum += amount
+
+    def time(self) -> Timer:
+        """Context manager/decorator observing the duration in seconds."""
+        return Timer(self.observe, clock=self._clock)
