@@ -27,16 +27,16 @@ Thread safety: ``append`` must be serialised by the caller (the engine's write l
 
 from __future__ import annotations
 
-import itertools
 import io
+import itertools
 import logging
 import os
 import struct
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from tsengine.errors import StorageError
 from tsengine.persist.paths import WAL_DIR, parse_wal_segment, wal_segment_path
