@@ -154,13 +154,15 @@ class _CallRecorder:
             attrs.update(extra)
         if error is not None:
             attrs["error_type"] = type(error).__name__
-        rt.events.track(
-            self.operation,
-            category=self.category,
-            severity=EventSeverity.INFO if error is None else EventSeverity.ERROR,
-            message="" if error is None else f"{self.operation} failed",
-            attributes=attrs,
-        )
+        events = rt.events
+        if events.enabled:
+            events._emit(
+                self.operation,
+                self.category,
+                EventSeverity.INFO if error is None else EventSeverity.ERROR,
+                "" if error is None else f"{self.operation} failed",
+                attrs,
+            )
 
 
 def _decorate(

@@ -58,6 +58,7 @@ __all__ = ["EventTracker"]
 log = logging.getLogger("tsengine.instrument")
 
 _NS_PER_HOUR = 3_600 * 10**9
+_AUDIT = EventCategory.AUDIT
 
 
 class EventTracker:
@@ -137,8 +138,30 @@ class EventTracker:
         """
         if not self.enabled:
             return None
-        cat = to_category(category)
-        sev = to_severity(severity)
+        return self._emit(
+            name,
+            to_category(category),
+            to_severity(severity),
+            message,
+            dict(attributes) if attributes else {},
+            user_id=user_id,
+            session_id=session_id,
+            correlation_id=correlation_id,
+        )
+
+    def _emit(
+        self,
+        name: str,
+        cat: EventCategory,
+        sev: EventSeverity,
+        message: str,
+        attributes: dict[str, Any],
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Event:
+        """``track`` minus argument checks, for the package's own callers; takes ``attributes`` as is."""
         trace_id, span_id = current_trace_ids()
         now = self._clock.time_ns()
         ev = Event(
@@ -148,7 +171,7 @@ class EventTracker:
             sev,
             name,
             message,
-            dict(attributes) if attributes else {},
+            attributes,
             user_id if user_id is not None else _user_id.get(),
             session_id if session_id is not None else _session_id.get(),
             correlation_id if correlation_id is not None else _correlation_id.get(),
@@ -156,8 +179,14 @@ class EventTracker:
             span_id,
         )
         with self._lock:
-            (self._audit if cat is EventCategory.AUDIT else self._events).append(ev)
-            leaving = self._trim_locked(now)
+            ring = self._audit if cat is _AUDIT else self._events
+            ring.append(ev)
+            # Cheap test first: usually nothing is due, or exactly one event to evict.
+            leaving = (
+                self._trim_locked(now)
+                if len(ring) > self.max_events or ring[0].time_ns < now - self.retention_ns
+                else None
+            )
         if leaving:
             self._spill(leaving)
         if self.count_metrics:

@@ -1,6 +1,7 @@
 """Render collected families: Prometheus text 0.0.4, OpenMetrics 1.0 and JSON.
 
-Input: the :class:`MetricFamily` list of ``registry.collect()``. Output: bytes for ``/metrics``
+Input: a registry (collected on the spot, as prometheus_client's ``generate_latest(registry)``
+does) or the :class:`MetricFamily` list of ``registry.collect()``. Output: bytes for ``/metrics``
 (content type chosen by :func:`choose_format` from the ``Accept`` header, as Prometheus
 negotiates it) or a JSON-ready dict. Pure functions; nothing here blocks or keeps state.
 
@@ -15,6 +16,10 @@ from collections.abc import Iterable
 
 from tsengine.instrument._family import MetricFamily, MetricType, Sample
 from tsengine.instrument._names import escape_help, escape_label_value
+from tsengine.instrument._registry import REGISTRY, CollectorRegistry
+
+#: What the renderers take: a registry (collected now), as prometheus_client's do, or families.
+Source = CollectorRegistry | Iterable[MetricFamily]
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -59,10 +64,14 @@ def _sample_lines(samples: Iterable[Sample], out: list[str]) -> None:
         out.append(f"{s.name}{_labels(s.labels)} {format_float(s.value)}\n")
 
 
-def generate_latest(families: Iterable[MetricFamily]) -> bytes:
-    """Prometheus text format 0.0.4 (``CONTENT_TYPE_LATEST``)."""
+def _families(source: Source) -> Iterable[MetricFamily]:
+    return source.collect() if isinstance(source, CollectorRegistry) else source
+
+
+def generate_latest(source: Source = REGISTRY) -> bytes:
+    """Prometheus text format 0.0.4 (``CONTENT_TYPE_LATEST``) of a registry or of families."""
     out: list[str] = []
-    for fam in families:
+    for fam in _families(source):
         # In 0.0.4 a counter's HELP/TYPE name carries the _total its samples carry.
         name = fam.name + "_total" if fam.type is MetricType.COUNTER else fam.name
         out.append(f"# HELP {name} {escape_help(fam.documentation)}\n")
@@ -71,10 +80,10 @@ def generate_latest(families: Iterable[MetricFamily]) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-def generate_openmetrics(families: Iterable[MetricFamily]) -> bytes:
+def generate_openmetrics(source: Source = REGISTRY) -> bytes:
     """OpenMetrics 1.0 text (``CONTENT_TYPE_OPENMETRICS``), ending with ``# EOF``."""
     out: list[str] = []
-    for fam in families:
+    for fam in _families(source):
         out.append(f"# HELP {fam.name} {escape_help(fam.documentation, openmetrics=True)}\n")
         out.append(f"# TYPE {fam.name} {fam.type.exposed_as}\n")
         if fam.unit:
@@ -95,14 +104,14 @@ def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else format_float(value)
 
 
-def to_json(families: Iterable[MetricFamily], *, time_ns: int | None = None) -> dict[str, object]:
+def to_json(source: Source = REGISTRY, *, time_ns: int | None = None) -> dict[str, object]:
     """JSON-ready export: ``{"time_ns": …, "metrics": [{name, type, help, unit, samples}]}``.
 
     Non-finite values become the strings ``"+Inf"``, ``"-Inf"``, ``"NaN"`` (JSON has no such
     numbers).
     """
     metrics = []
-    for fam in families:
+    for fam in _families(source):
         d = fam.to_dict()
         d["samples"] = [
             {"name": s.name, "labels": s.labels, "value": _json_number(s.value)} for s in fam.samples

@@ -53,9 +53,11 @@ class Telemetry:
         config = config or TelemetryConfig()
         self.config = config
         self.clock = clock
-        self.registry = registry or CollectorRegistry(
-            max_series_per_metric=config.metrics_max_series_per_metric, clock=clock
-        )
+        if registry is None:
+            registry = CollectorRegistry(
+                max_series_per_metric=config.metrics_max_series_per_metric, clock=clock
+            )
+        self.registry = registry
         self.metrics = MetricsCollector(registry=self.registry, clock=clock)
         self.events = EventTracker(registry=self.registry, clock=clock)
         self.system = SystemMetrics(registry=self.registry, psutil_module=psutil_module, clock=clock)
@@ -69,7 +71,11 @@ class Telemetry:
         self.apply(config)
 
     def apply(self, config: TelemetryConfig) -> None:
-        """Reconfigure every component in place. Does not start or stop threads."""
+        """Reconfigure every component in place.
+
+        Starts no thread; stops the system sampler if the new config turns it off (joining it,
+        which blocks for at most one sample).
+        """
         self.config = config
         # Plain attributes, read on every request and call (cheaper than the config's properties).
         self.enabled = config.enabled
@@ -92,6 +98,8 @@ class Telemetry:
         self.events.count_metrics = config.metrics_on
         self.performance.default_threshold_s = config.slow_request_threshold_s
         self.system.interval_s = config.system_metrics_interval_s
+        if not config.system_metrics_on:
+            self.system.stop()
 
     def set_exporter(self, exporter: Exporter | None) -> None:
         """Install the exporter (see ``_export``); the previous one is shut down."""
@@ -133,6 +141,7 @@ class Telemetry:
                 "metrics": {
                     "enabled": self.config.metrics_on,
                     "collectors": len(self.registry.collectors()),
+                    "series": sum(getattr(c, "series_count", 0) for c in self.registry.collectors()),
                     "data_points": len(self.metrics.get_data_points()),
                     "series_dropped": sum(s.value for f in sm.series_dropped.collect() for s in f.samples),
                 },
@@ -147,6 +156,7 @@ class Telemetry:
                     "running": self.system.running,
                     "samples": self.system.samples,
                     "last_error": self.system.last_error,
+                    "last_sample_duration_s": self.system.last_duration_s,
                     "snapshot": self.system.snapshot(),
                 },
                 "performance": {

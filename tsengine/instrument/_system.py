@@ -68,6 +68,8 @@ class SystemMetrics:
         #: Completed samples, and the error of the last failed reading (for /health/telemetry).
         self.samples = 0
         self.last_error: str | None = None
+        #: Seconds the last sample took: the sampler's own overhead.
+        self.last_duration_s: float | None = None
         self._metrics_created = False
 
     def _create_metrics(self) -> None:
@@ -179,7 +181,8 @@ class SystemMetrics:
         read("disk io", disk_io)
         read("network io", net_io)
         read("process", process)
-        self.duration.set(self._clock.monotonic() - start)
+        self.last_duration_s = self._clock.monotonic() - start
+        self.duration.set(self.last_duration_s)
         with self._lock:
             self._snapshot = snap
             self.samples += 1
