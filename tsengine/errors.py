@@ -79,8 +79,13 @@ class ParseError(InvalidInput):
     """
 
     def __init__(self, reason: str, *, line: int | None = None, item: str | int | None = None) -> None:
-        where = f"line {line}: " if line is not None else (f"item {item}: " if item is not None else "")
-        super().__init__(f"{where}{reason}")
+        if line is not None:
+            message = f"cannot parse line {line}: {reason}"
+        elif item is not None:
+            message = f"cannot parse item {item}: {reason}"
+        else:
+            message = reason
+        super().__init__(message)
         self.line = line
         self.item = item
 

@@ -314,7 +314,7 @@ def test_rejected_with_reason_and_line(body: bytes, reason: str) -> None:
     err = rejection(body)
     assert err.line == 3
     assert reason in err.reason
-    assert str(err).startswith("line 3: ")
+    assert str(err).startswith("cannot parse line 3: ")
 
 
 def test_timestamp_overflow_depends_on_precision() -> None:
@@ -329,7 +329,7 @@ def test_type_conflict_names_both_lines() -> None:
     err = rejection(b"m x=1 1\nm y=1 2\n\nm x=1i 3\n")
     assert err.line == 4
     assert str(err) == (
-        "line 4: conflicting types for field 'x' of measurement 'm': float on line 1, integer on line 4"
+        "cannot parse line 4: conflicting types for field 'x' of measurement 'm': float on line 1, integer on line 4"
     )
     # Per measurement: the same field name may differ between measurements.
     assert set(both(b"a x=1\nb x=1i\n")) == {"a", "b"}
@@ -365,7 +365,7 @@ def test_invalid_utf8_names_the_line() -> None:
 def test_to_dict_carries_the_line() -> None:
     with pytest.raises(ParseError) as exc:
         parse(b"m x=1\nm\n")
-    assert exc.value.to_dict() == {"error": "ParseError", "message": "line 2: missing fields", "line": 2}
+    assert exc.value.to_dict() == {"error": "ParseError", "message": "cannot parse line 2: missing fields", "line": 2}
 
 
 # -- fast path at scale: many groups, series and measurements -------------------------------
@@ -599,7 +599,7 @@ def test_garbage_raises_only_parse_error_and_paths_agree(body: bytes) -> None:
     assert fast == outcome(lambda: scanner_only(body))
     if isinstance(fast, tuple):
         reason, line = fast
-        assert line is not None and re.match(rf"line {line}: ", reason)
+        assert line is not None and re.match(rf"cannot parse line {line}: ", reason)
 
 
 # -- a real peer: the official client's serializer --------------------------------------------
