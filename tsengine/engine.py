@@ -24,7 +24,9 @@ in-memory state; Parquet writing, fsync and DuckDB run outside it.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -37,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tsengine.clock import Clock, SystemClock
-from tsengine.errors import InvalidInput, LimitExceeded, NotFound, Overloaded, TsengineError
+from tsengine.errors import InvalidInput, LimitExceeded, NotFound, Overloaded, StorageError, TsengineError
 from tsengine.model.batch import TableBatch
 from tsengine.model.names import validate_db, validate_table
 from tsengine.model.schema import TableSchema
@@ -46,6 +48,7 @@ from tsengine.persist.manifest import FileEntry, Manifest, reconcile
 from tsengine.persist.parquet import sort_dedup_split, write_file
 from tsengine.persist.paths import (
     EMPTY_PARQUET,
+    LOCK_FILE,
     NS_PER_HOUR,
     TMP_DIR,
     PartitionFile,
@@ -99,40 +102,46 @@ class Engine:
         self._stop = threading.Event()
         self._persist_lock = threading.Lock()  # one persister at a time (thread or flush())
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / TMP_DIR).mkdir(exist_ok=True)
-        self._empty = self.path / EMPTY_PARQUET
-        if not self._empty.exists():
-            pq.write_table(pa.table({"time": pa.array([], pa.timestamp("ns"))}), self._empty)
-        self._load_manifests()
-        self.wal = Wal(
-            self.path,
-            fsync=self.settings.fsync,
-            fsync_interval_s=self.settings.fsync_interval_s,
-            segment_bytes=self.settings.wal_segment_bytes,
-        )
-        self._replay()
-        next_seq = (
-            max(
-                [
-                    self.wal.last_seq,
-                    *(
-                        max(s.manifest.max_file_seq(), max(s.manifest.hwm.values(), default=0))
-                        for s in self._tables.values()
-                    ),
-                ]
+        self._lock_fd = _lock_data_dir(self.path)
+        try:
+            (self.path / TMP_DIR).mkdir(exist_ok=True)
+            self._empty = self.path / EMPTY_PARQUET
+            tmp = self._empty.with_name(EMPTY_PARQUET + ".tmp")
+            pq.write_table(pa.table({"time": pa.array([], pa.timestamp("ns"))}), tmp)
+            os.replace(tmp, self._empty)  # rewritten on every open: never a torn one
+            self._load_manifests()
+            self.wal = Wal(
+                self.path,
+                fsync=self.settings.fsync,
+                fsync_interval_s=self.settings.fsync_interval_s,
+                segment_bytes=self.settings.wal_segment_bytes,
             )
-            + 1
-        )
-        self.wal.start(next_seq)
-        self.query = QueryLayer(
-            self.path,
-            self,
-            empty_parquet=self._empty,
-            temp_dir=self.path / TMP_DIR,
-            memory_limit=self.settings.query_memory_limit,
-            threads=self.settings.query_threads,
-            timeout_s=self.settings.query_timeout_s,
-        )
+            self._replay()
+            next_seq = (
+                max(
+                    [
+                        self.wal.last_seq,
+                        *(
+                            max(s.manifest.max_file_seq(), max(s.manifest.hwm.values(), default=0))
+                            for s in self._tables.values()
+                        ),
+                    ]
+                )
+                + 1
+            )
+            self.wal.start(next_seq)
+            self.query = QueryLayer(
+                self.path,
+                self,
+                empty_parquet=self._empty,
+                temp_dir=self.path / TMP_DIR,
+                memory_limit=self.settings.query_memory_limit,
+                threads=self.settings.query_threads,
+                timeout_s=self.settings.query_timeout_s,
+            )
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._persister = threading.Thread(target=self._persist_loop, name="tsengine-persister", daemon=True)
         self._persister.start()
 
@@ -634,6 +643,26 @@ class Engine:
             self.query.close()
             if self._readers == 0:
                 self._empty_graveyard()
+            os.close(self._lock_fd)  # releases the flock
+
+
+def _lock_data_dir(path: Path) -> int:
+    """Take an exclusive lock on the data directory: two engines on one WAL would corrupt it.
+
+    The lock is the open file description's (flock), so a killed process releases it.
+    """
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise StorageError(
+            f"cannot open data directory {path}: it is in use by pid {holder}", path=str(path)
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def _chunk_arrow(chunk: Chunk, dict_arrays: Mapping[str, pa.Array], n: int | None = None) -> pa.Table:

@@ -6,6 +6,7 @@ Layout::
       _wal/<first_seq:020d>.wal                      WAL segments (see tsengine.write.wal)
       _tmp/                                          DuckDB spill space
       _empty.parquet                                 zero-row file, keeps view shapes constant
+      _lock                                          flock of the engine that has the directory open
       <db>/<table>/_manifest.json                    the table's schema and file list
       <db>/<table>/date=YYYY-MM-DD/hour=HH/<node>-<seq:020d>[.<gen>].parquet   an hour's rows
       <db>/<table>/date=YYYY-MM-DD/<node>-<seq:020d>.<gen>.parquet              a whole day's rows
@@ -31,6 +32,7 @@ from pathlib import Path
 
 __all__ = [
     "EMPTY_PARQUET",
+    "LOCK_FILE",
     "MANIFEST",
     "TMP_DIR",
     "WAL_DIR",
@@ -47,6 +49,7 @@ WAL_DIR = "_wal"
 TMP_DIR = "_tmp"
 MANIFEST = "_manifest.json"
 EMPTY_PARQUET = "_empty.parquet"
+LOCK_FILE = "_lock"
 
 NS_PER_HOUR = 3_600_000_000_000
 _UNSAFE = re.compile(r"[/\\%=\x00-\x1f\x7f]|^\.|^_")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +281,7 @@ def test_reopen_replays_unpersisted_wal(data_dir: Path, clock) -> None:
     eng._persister.join()
     eng.wal.close()
     eng.query.close()
+    os.close(eng._lock_fd)  # what the kernel does for a killed process
     with Engine.open(data_dir, clock=clock) as eng2:
         assert rows(eng2, "SELECT v FROM m ORDER BY time") == [(1.0,), (2.0,)]
 
@@ -375,3 +377,12 @@ def test_compaction_merges_hours_then_closed_days(data_dir: Path) -> None:
         assert rows(eng, "SELECT v FROM m ORDER BY time") == [(0.0,), (1.5,), (2.0,), (5.0,), (9.0,)]
     with Engine.open(data_dir, clock=clock) as eng:
         assert rows(eng, "SELECT v FROM m ORDER BY time") == [(0.0,), (1.5,), (2.0,), (5.0,), (9.0,)]
+
+
+def test_a_data_directory_is_opened_by_one_engine_at_a_time(data_dir: Path, clock) -> None:
+    from tsengine.errors import StorageError
+
+    with Engine.open(data_dir, clock=clock), pytest.raises(StorageError, match="in use by pid"):
+        Engine.open(data_dir, clock=clock)
+    with Engine.open(data_dir, clock=clock):  # released at close
+        pass
