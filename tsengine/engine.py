@@ -356,6 +356,8 @@ class Engine:
     # -- persistence ------------------------------------------------------------------------
 
     def _persist_loop(self) -> None:
+        interval = self.settings.maintenance_interval_s
+        next_maintenance = self.clock.monotonic_s() + interval
         while not self._stop.is_set():
             self._persist_wake.wait(self.settings.persist_check_interval_s)
             self._persist_wake.clear()
@@ -366,6 +368,13 @@ class Engine:
                 self._persist_frozen()
             except Exception:  # a task boundary: log, retry next round
                 log.exception("background persist failed; will retry")
+            if interval and self.clock.monotonic_s() >= next_maintenance:
+                next_maintenance = self.clock.monotonic_s() + interval
+                try:
+                    self.compact()
+                    self.apply_retention()
+                except Exception:  # a task boundary: log, retry next round
+                    log.exception("background compaction/retention failed; will retry")
 
     def _freeze_aged(self) -> None:
         now = self.clock.monotonic_s()

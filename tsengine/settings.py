@@ -63,6 +63,9 @@ class Settings:
     day_compaction_grace_s: float = 3600.0
     #: A day with more rows than this stays in hour files (compaction holds a partition in memory).
     max_compaction_rows: int = 20_000_000
+    #: Seconds between compaction + retention passes of the persister thread; 0 turns them off
+    #: (the server's scheduler runs them as its ``cleanup`` task instead).
+    maintenance_interval_s: float = 1800.0
     #: Retention in hours per "db" or "db.table" (0 or missing = keep forever).
     retention_hours: Mapping[str, float] = field(default_factory=dict)
     #: DuckDB: memory limit and threads of the query connection.

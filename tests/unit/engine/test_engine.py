@@ -386,3 +386,26 @@ def test_a_data_directory_is_opened_by_one_engine_at_a_time(data_dir: Path, cloc
         Engine.open(data_dir, clock=clock)
     with Engine.open(data_dir, clock=clock):  # released at close
         pass
+
+
+def test_persister_compacts_and_applies_retention_on_its_interval(data_dir: Path) -> None:
+    import time as _time
+
+    from tsengine.clock import ManualClock
+
+    clock = ManualClock(start_ns=T0 + 48 * 3600 * S)
+    with Engine.open(
+        data_dir, clock=clock, retention_hours={"default": 24}, maintenance_interval_s=60
+    ) as eng:
+        for day in (0, 1):
+            for k in range(2):
+                eng.write("m", [T0 + day * 86400 * S + k * S], fields={"v": [float(k)]})
+                eng.flush()
+        assert eng.stats()["files"] == 4
+        clock.advance(61)
+        deadline = _time.monotonic() + 30
+        while eng.stats()["files"] != 1:  # day 0 expired, day 1 compacted into one file
+            assert _time.monotonic() < deadline, eng.stats()
+            eng._persist_wake.set()
+            _time.sleep(0.01)  # poll interval, not synchronisation: the loop checks a condition
+        assert rows(eng, "SELECT count(*) FROM m") == [(2,)]
