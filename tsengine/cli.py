@@ -134,16 +134,13 @@ def _sql(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> i
 
     with Engine(args.data, _engine_settings({}, environ)) as engine:
         result = engine.sql(args.query)
+    from server.results import encode, timestamps_as_text
+
     if args.csv:
-        import io
-
-        import pyarrow.csv as pacsv
-
-        buf = io.BytesIO()
-        pacsv.write_csv(result, buf)
-        out.write(buf.getvalue().decode())
+        out.write(encode(result, False, "text/csv")[0].decode())
     else:
-        out.write(format_table(result.column_names, [list(r.values()) for r in result.to_pylist()]))
+        text = timestamps_as_text(result)  # nanoseconds kept, which Python datetimes cannot hold
+        out.write(format_table(text.column_names, [list(r.values()) for r in text.to_pylist()]))
     return 0
 
 

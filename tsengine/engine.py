@@ -399,14 +399,17 @@ class Engine:
                         state.buffer.chunks.remove(active)
                         self._buffer_bytes -= active.nbytes
 
-    def _persist_frozen(self) -> None:
+    def _persist_frozen(self, upto_seq: int | None = None) -> None:
+        """Persist frozen chunks, oldest first per table (only those up to ``upto_seq``)."""
         with self._persist_lock:
             while True:
                 with self._lock:
                     todo = [
-                        (state, state.buffer.chunks[0])
+                        (state, chunk)
                         for state in self._tables.values()
-                        if state.buffer.chunks and state.buffer.chunks[0].frozen
+                        if state.buffer.chunks
+                        and (chunk := state.buffer.chunks[0]).frozen
+                        and (upto_seq is None or chunk.max_seq <= upto_seq)
                     ]
                 if not todo:
                     break
@@ -456,9 +459,14 @@ class Engine:
         self.wal.remove_before(floor)
 
     def flush(self) -> None:
-        """Persist every live row to Parquet now (blocking) and trim the WAL."""
-        self._freeze_all()
-        self._persist_frozen()
+        """Persist every row written before the call to Parquet (blocking); trim the WAL.
+
+        Rows written while it runs are left to the persister, so it returns under steady writes.
+        """
+        with self._lock:
+            self._freeze_all()
+            upto = self.wal.last_seq
+        self._persist_frozen(upto)
 
     def compact(self, *, db: str | None = None, table: str | None = None) -> int:
         """Merge each partition's files into one and drop duplicates; returns files removed.
@@ -516,8 +524,20 @@ class Engine:
             self._empty_graveyard()
 
     def _empty_graveyard(self) -> None:
+        # A flush replaying the WAL after a crash can write a file under the very name of one
+        # compaction retired meanwhile; a listed path is never deleted.
+        listed = (
+            {
+                e.file.path(self.path, st.db, st.schema.table)
+                for st in self._tables.values()
+                for e in st.manifest.files.values()
+            }
+            if self._graveyard
+            else set()
+        )
         for p in self._graveyard:
-            p.unlink(missing_ok=True)
+            if p not in listed:
+                p.unlink(missing_ok=True)
         self._graveyard.clear()
 
     def _states(self, db: str | None, table: str | None) -> list[TableState]:

@@ -40,8 +40,11 @@ def _plan(manifest: Manifest, settings: Settings, now_ns: int) -> list[tuple[int
     groups = []
     for day, entries in sorted(days.items()):
         day_closed = (day + 1) * HOURS_PER_DAY <= closed_before_hour
+        has_day_file = any(e.file.span == HOURS_PER_DAY for e in entries)
         rows = sum(e.rows for e in entries)
-        if day_closed and rows <= settings.max_compaction_rows:
+        # Once a day has a day file, late rows for it are merged at day level too, so that no
+        # hour file ever sits clean beside a day file that covers its hour.
+        if (day_closed or has_day_file) and rows <= settings.max_compaction_rows:
             if len(entries) > 1 or any(e.dirty or e.file.span == 1 for e in entries):
                 groups.append((day * HOURS_PER_DAY, HOURS_PER_DAY, entries))
             continue
@@ -50,7 +53,9 @@ def _plan(manifest: Manifest, settings: Settings, now_ns: int) -> list[tuple[int
             if e.file.span == 1:
                 hours[e.file.hour].append(e)
         for hour, group in sorted(hours.items()):
-            if len(group) >= settings.compact_min_files or any(e.dirty for e in group):
+            # A lone dirty file is only worth rewriting if that makes its hour clean, which a
+            # day file covering the hour (a day too big to merge) prevents.
+            if len(group) >= settings.compact_min_files or (any(e.dirty for e in group) and not has_day_file):
                 groups.append((hour, 1, group))
     return groups
 

@@ -143,6 +143,10 @@ def reconcile(manifest: Manifest | None, table_dir: Path, db: str, table: str) -
     if manifest is None:
         manifest = Manifest(db=db, schema=TableSchema(table))
         changed = True
+    stale = table_dir / (MANIFEST + ".tmp")
+    if stale.exists():
+        log.warning("removing %s left by an interrupted manifest write", stale)
+        stale.unlink()
     on_disk: dict[str, Path] = {}
     for date_dir in sorted(table_dir.glob("date=*")):
         for part_dir in [date_dir, *sorted(date_dir.glob("hour=*"))]:

@@ -191,6 +191,27 @@ def _encode(
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields)), encoding, dictionary
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs_durable(path: Path) -> None:
+    """mkdir -p, fsyncing each parent whose entries changed (a new partition directory must
+    survive a power loss once the manifest lists a file in it and the WAL is trimmed)."""
+    if path.is_dir():
+        return
+    _makedirs_durable(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    _fsync_dir(path.parent)
+
+
 def write_file(
     path: Path,
     data: pa.Table,
@@ -204,7 +225,7 @@ def write_file(
     table, encoding, dictionary = _encode(data, schema, max_decimals)
     tags = [c for c in dictionary if (schema.get(c) or Column(c, "field", FieldType.STRING)).kind == "tag"]
     table = table.replace_schema_metadata({_TAGS_KEY: json.dumps(tags).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _makedirs_durable(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -222,11 +243,7 @@ def write_file(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot write Parquet file: {exc}", path=str(path)) from exc

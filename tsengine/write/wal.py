@@ -222,16 +222,17 @@ class Wal:
         return seq
 
     def _rotate(self, next_seq: int) -> None:
-        old_fd = self._fd
         if self._policy != "none":
-            os.fsync(old_fd)
+            os.fsync(self._fd)
+        # Swap the file under the condition: a group-commit leader dups the descriptor under it,
+        # so it never fsyncs a closed (or, worse, reused) descriptor number.
         with self._cond:
             self._synced_seq = max(self._synced_seq, self._written_seq)
+            if self._file is not None:
+                self._file.close()
+            self._next_seq = next_seq
+            self._open_segment()
             self._cond.notify_all()
-        if self._file is not None:
-            self._file.close()
-        self._next_seq = next_seq
-        self._open_segment()
 
     def wait_durable(self, seq: int) -> None:
         """Return when record ``seq`` meets the fsync policy (group commit under "always")."""
@@ -243,13 +244,14 @@ class Wal:
                     self._cond.wait()
                     continue
                 self._syncing = True
-                target, fd = self._written_seq, self._fd
+                target, fd = self._written_seq, os.dup(self._fd)
                 self._cond.release()
                 try:
                     os.fsync(fd)
                 except OSError as exc:
                     raise StorageError(f"cannot fsync the WAL: {exc}") from exc
                 finally:
+                    os.close(fd)
                     self._cond.acquire()
                     self._syncing = False
                     self._cond.notify_all()
@@ -257,9 +259,13 @@ class Wal:
 
     def sync(self) -> None:
         """fsync now, whatever the policy (used at close and by flush)."""
-        target = self._written_seq
-        if self._fd >= 0:
-            os.fsync(self._fd)
+        with self._cond:
+            target, fd = self._written_seq, os.dup(self._fd) if self._fd >= 0 else -1
+        if fd >= 0:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         with self._cond:
             self._synced_seq = max(self._synced_seq, target)
             self._cond.notify_all()
