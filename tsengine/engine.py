@@ -76,6 +76,9 @@ class TableState:
     manifest: Manifest
     view_id: int
     schema_version: int = 0
+    #: Set (for good, in this process) once the table had rows needing de-duplication: its view
+    #: then carries the de-duplicating branch, which costs a few ms of planning per query.
+    view_dedup: bool = False
     persist_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -598,11 +601,13 @@ class Engine:
                 dirty_live = allrows.filter(pa.array(mask)).append_column(
                     ROW_COLUMN, pa.array(np.arange(int(mask.sum()), dtype=np.int64))
                 )
+        if dirty_hours:
+            st.view_dedup = True
         return TableSnapshot(
             db=db,
             schema=schema,
             view_id=st.view_id,
-            schema_version=st.schema_version,
+            view_version=(st.schema_version, st.view_dedup),
             clean_files=clean,
             dirty_files=dirty,
             clean_live=clean_live,

@@ -81,7 +81,7 @@ class QueryLayer:
         )
         self._local = threading.local()
         self._ddl_lock = threading.Lock()
-        self._views: dict[tuple[str, str], int] = {}  # (db, table) -> schema version bound
+        self._views: dict[tuple[str, str], tuple[int, bool]] = {}  # (db, table) -> view version
         self._schemas: set[str] = set()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
@@ -97,13 +97,19 @@ class QueryLayer:
         cur.register(names.clean_live, _EMPTY_LIVE)
         cur.register(names.dirty_live, _EMPTY_DIRTY_LIVE)
 
-    def ensure_view(self, db: str, schema: TableSchema, view_id: int, version: int) -> None:
-        """(Re)create the view of a table if its schema changed since it was created."""
+    def ensure_view(self, db: str, schema: TableSchema, view_id: int, version: tuple[int, bool]) -> None:
+        """(Re)create the view of a table if the snapshot needs a newer one than it has.
+
+        Versions only grow (see ``TableSnapshot.view_version``), and the newest view serves every
+        older snapshot, so a view is never replaced by an older shape.
+        """
         key = (db, schema.table)
-        if self._views.get(key) == version:
+        current = self._views.get(key)
+        if current is not None and current >= version:
             return
         with self._ddl_lock:
-            if self._views.get(key) == version:
+            current = self._views.get(key)
+            if current is not None and current >= version:
                 return
             cur = self._con.cursor()
             try:
@@ -111,7 +117,7 @@ class QueryLayer:
                     cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(db)}")
                     self._schemas.add(db)
                 self._bind_empty(cur, view_id)
-                cur.execute(view_sql(db, schema, view_id))
+                cur.execute(view_sql(db, schema, view_id, dedup=version[1]))
                 if db == "default":
                     t = quote_ident(schema.table)
                     cur.execute(f'CREATE OR REPLACE VIEW main.{t} AS SELECT * FROM "default".{t}')
@@ -146,7 +152,7 @@ class QueryLayer:
         cur = self._cursor()
         try:
             for s in snaps:
-                self.ensure_view(s.db, s.schema, s.view_id, s.schema_version)
+                self.ensure_view(s.db, s.schema, s.view_id, s.view_version)
                 self._bind(cur, s)
             return sandbox.run_with_timeout(cur, stmt, params, self._timeout_s)
         except TsengineError:

@@ -58,7 +58,9 @@ class TableSnapshot:
     db: str
     schema: TableSchema
     view_id: int
-    schema_version: int
+    #: (schema version, has a de-duplicating branch); both only grow, so a later view serves an
+    #: earlier snapshot too
+    view_version: tuple[int, bool]
     clean_files: list[str] = field(default_factory=list)
     dirty_files: list[str] = field(default_factory=list)  # oldest first
     clean_live: pa.Table | None = None
@@ -76,8 +78,8 @@ def _anchor(schema: TableSchema, extra: str = "") -> str:
     return f"SELECT {', '.join(cols)}{extra} WHERE false"
 
 
-def view_sql(db: str, schema: TableSchema, view_id: int) -> str:
-    """``CREATE OR REPLACE VIEW`` statement of a table."""
+def view_sql(db: str, schema: TableSchema, view_id: int, *, dedup: bool = True) -> str:
+    """``CREATE OR REPLACE VIEW`` statement of a table (``dedup``: with the dirty branch)."""
     names = view_names(view_id)
     group = ", ".join([*(quote_ident(t) for t in schema.tags), "time"])
     anchor = _anchor(schema)
@@ -108,8 +110,8 @@ def view_sql(db: str, schema: TableSchema, view_id: int) -> str:
         f"{anchor} "
         f"UNION ALL BY NAME SELECT * FROM "
         f"read_parquet(getvariable('{names.clean_files}'), union_by_name=true) "
-        f"UNION ALL BY NAME SELECT * FROM {names.clean_live} "
-        f"UNION ALL BY NAME ({dirty}))"
+        f"UNION ALL BY NAME SELECT * FROM {names.clean_live}"
+        + (f" UNION ALL BY NAME ({dirty}))" if dedup else ")")
     )
     return f"CREATE OR REPLACE VIEW {quote_ident(db)}.{quote_ident(schema.table)} AS {body}"
 
