@@ -132,13 +132,12 @@ class QueryLayer:
         if cur is None:
             cur = self._con.cursor()
             self._local.cursor = cur
+            self._local.bound = {}  # what this cursor's variables and registrations hold
             with self._cursors_lock:
                 self._cursors.append(cur)
         return cur
 
-    def sql(
-        self, text: str, params: Sequence[Any] | dict[str, Any] | None = None, *, checked: bool = True
-    ) -> pa.Table:
+    def sql(self, text: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
         """Run one read-only statement; returns an Arrow table.
 
         Raises:
@@ -150,30 +149,42 @@ class QueryLayer:
         stmt, names = sandbox.check_sql_tables(text)
         snaps = self._source.snapshot(names)
         cur = self._cursor()
+        bound: dict[str, Any] = self._local.bound
         try:
             for s in snaps:
                 self.ensure_view(s.db, s.schema, s.view_id, s.view_version)
-                self._bind(cur, s)
+                self._bind(cur, bound, s)
             return sandbox.run_with_timeout(cur, stmt, params, self._timeout_s)
         except TsengineError:
             raise
         except duckdb.Error as exc:
             raise sandbox.translate_error(exc) from exc
         finally:
+            # Let go of live rows now (memory) rather than at this cursor's next query.
             for s in snaps:
                 names_ = view_names(s.view_id)
-                cur.register(names_.clean_live, _EMPTY_LIVE)
-                cur.register(names_.dirty_live, _EMPTY_DIRTY_LIVE)
+                for reg, empty in ((names_.clean_live, _EMPTY_LIVE), (names_.dirty_live, _EMPTY_DIRTY_LIVE)):
+                    if bound.get(reg) is not empty:
+                        cur.register(reg, empty)
+                        bound[reg] = empty
             self._source.release(snaps)
 
-    def _bind(self, cur: duckdb.DuckDBPyConnection, snap: TableSnapshot) -> None:
+    def _bind(self, cur: duckdb.DuckDBPyConnection, bound: dict[str, Any], snap: TableSnapshot) -> None:
+        """Point this cursor's variables and registrations at ``snap`` (skipping what is set)."""
         names = view_names(snap.view_id)
-        clean = snap.clean_files or [self._empty]
-        dirty = snap.dirty_files or [self._empty]
-        cur.execute(f"SET VARIABLE {names.clean_files} = {list_literal(clean)}")
-        cur.execute(f"SET VARIABLE {names.dirty_files} = {list_literal(dirty)}")
-        cur.register(names.clean_live, snap.clean_live if snap.clean_live is not None else _EMPTY_LIVE)
-        cur.register(names.dirty_live, snap.dirty_live if snap.dirty_live is not None else _EMPTY_DIRTY_LIVE)
+        for var, files in ((names.clean_files, snap.clean_files), (names.dirty_files, snap.dirty_files)):
+            key = tuple(files) or (self._empty,)
+            if bound.get(var) != key:
+                cur.execute(f"SET VARIABLE {var} = {list_literal(list(key))}")
+                bound[var] = key
+        for reg, live, empty in (
+            (names.clean_live, snap.clean_live, _EMPTY_LIVE),
+            (names.dirty_live, snap.dirty_live, _EMPTY_DIRTY_LIVE),
+        ):
+            obj = live if live is not None else empty
+            if bound.get(reg) is not obj:
+                cur.register(reg, obj)
+                bound[reg] = obj
 
     def internal(self, text: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run SQL the engine built itself (never user text) on this thread's cursor."""
