@@ -8,8 +8,8 @@ persists its buffers to Parquet and closes the WAL. Exit status 0 after a clean 
 2 for a configuration error.
 
 ``tsengine sql [--data DIR] QUERY`` opens the data directory embedded, runs one read-only
-query and prints the result as a table (``--csv`` for CSV). Do not point it at a directory a
-running server has open.
+query and prints the result as a table (``--csv`` for CSV). A directory a running server has
+open is refused (the engine locks it).
 
 Configuration: defaults < ``--config`` file < ``TSENGINE_*`` environment < flags. The
 environment is read here, at the edge, and nowhere else.

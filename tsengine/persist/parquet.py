@@ -59,14 +59,21 @@ def scaled_decimals(values: np.ndarray, max_decimals: int) -> tuple[int, np.ndar
     bits = values.view(np.int64)
     step = max(1, values.size // 2048)
     sample, sample_bits = values[::step], bits[::step]
+    # Compare through the int64 form that is stored: -0.0 survives np.round but not the int.
     for d in range(max_decimals + 1):
         p = 10.0**d
-        k = np.round(sample * p)
-        if np.abs(k).max() >= _MAX_EXACT or not np.array_equal((k / p).view(np.int64), sample_bits):
+        kf = np.round(sample * p)
+        if np.abs(kf).max() >= _MAX_EXACT:
+            break  # larger d only scales further out of the exact range
+        k = kf.astype(np.int64)
+        if not np.array_equal((k / p).view(np.int64), sample_bits):
             continue
-        k = np.round(values * p)
-        if np.abs(k).max() < _MAX_EXACT and np.array_equal((k / p).view(np.int64), bits):
-            return d, k.astype(np.int64)
+        kf = np.round(values * p)
+        if np.abs(kf).max() >= _MAX_EXACT:
+            break
+        k = kf.astype(np.int64)
+        if np.array_equal((k / p).view(np.int64), bits):
+            return d, k
     return None
 
 

@@ -409,3 +409,13 @@ def test_persister_compacts_and_applies_retention_on_its_interval(data_dir: Path
             eng._persist_wake.set()
             _time.sleep(0.01)  # poll interval, not synchronisation: the loop checks a condition
         assert rows(eng, "SELECT count(*) FROM m") == [(2,)]
+
+
+def test_negative_zero_survives_scaled_storage_and_compaction(engine: Engine) -> None:
+    engine.write("m", [T0, T0 + 1], fields={"f": [-0.0, 0.0]})
+    engine.flush()
+    engine.write("m", [T0 + 2], fields={"f": [0.5]})
+    engine.flush()
+    engine.compact()
+    got = engine.sql("SELECT f FROM m ORDER BY time").column("f").to_numpy()
+    assert got.tobytes() == np.array([-0.0, 0.0, 0.5]).tobytes()
