@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tsengine.clock import Clock, SystemClock
+from tsengine.durable import atomic_write
 from tsengine.errors import InvalidInput, LimitExceeded, NotFound, Overloaded, StorageError, TsengineError
 from tsengine.model.batch import TableBatch
 from tsengine.model.names import validate_db, validate_table
@@ -109,9 +110,10 @@ class Engine:
         try:
             (self.path / TMP_DIR).mkdir(exist_ok=True)
             self._empty = self.path / EMPTY_PARQUET
-            tmp = self._empty.with_name(EMPTY_PARQUET + ".tmp")
-            pq.write_table(pa.table({"time": pa.array([], pa.timestamp("ns"))}), tmp)
-            os.replace(tmp, self._empty)  # rewritten on every open: never a torn one
+            # Rewritten on every open: a torn one would break every query.
+            atomic_write(
+                self._empty, lambda f: pq.write_table(pa.table({"time": pa.array([], pa.timestamp("ns"))}), f)
+            )
             self._load_manifests()
             self.wal = Wal(
                 self.path,

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tsengine.durable import atomic_write
 from tsengine.model.schema import TableSchema
 from tsengine.persist.parquet import file_columns
 from tsengine.persist.paths import MANIFEST, PartitionFile
@@ -114,20 +115,9 @@ class Manifest:
         return cls(db=doc["db"], schema=schema, files=files, hwm={k: int(v) for k, v in doc["hwm"].items()})
 
     def save(self, table_dir: Path) -> None:
-        table_dir.mkdir(parents=True, exist_ok=True)
-        path = table_dir / MANIFEST
-        tmp = table_dir / (MANIFEST + ".tmp")
+        """Replace the manifest atomically (tmp, fsync, rename, fsync the directory)."""
         data = json.dumps(self.to_json(), separators=(",", ":")).encode()
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(table_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic_write(table_dir / MANIFEST, lambda f: f.write(data))
 
     @classmethod
     def load(cls, table_dir: Path) -> Manifest | None:

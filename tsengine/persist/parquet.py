@@ -21,7 +21,6 @@ Blocking I/O: call from the persister thread, never from the event loop.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tsengine.durable import atomic_write
 from tsengine.errors import StorageError
 from tsengine.model.batch import FieldType
 from tsengine.model.schema import Column, TableSchema
@@ -198,27 +198,6 @@ def _encode(
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields)), encoding, dictionary
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _makedirs_durable(path: Path) -> None:
-    """mkdir -p, fsyncing each parent whose entries changed (a new partition directory must
-    survive a power loss once the manifest lists a file in it and the WAL is trimmed)."""
-    if path.is_dir():
-        return
-    _makedirs_durable(path.parent)
-    try:
-        path.mkdir()
-    except FileExistsError:
-        return
-    _fsync_dir(path.parent)
-
-
 def write_file(
     path: Path,
     data: pa.Table,
@@ -232,11 +211,10 @@ def write_file(
     table, encoding, dictionary = _encode(data, schema, max_decimals)
     tags = [c for c in dictionary if (schema.get(c) or Column(c, "field", FieldType.STRING)).kind == "tag"]
     table = table.replace_schema_metadata({_TAGS_KEY: json.dumps(tags).encode()})
-    _makedirs_durable(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            pq.write_table(
+        atomic_write(
+            path,
+            lambda f: pq.write_table(
                 table,
                 f,
                 row_group_size=row_group_rows,
@@ -246,13 +224,9 @@ def write_file(
                 column_encoding={k: v for k, v in encoding.items() if k in table.column_names},
                 store_decimal_as_integer=True,
                 write_statistics=True,
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+            ),
+        )
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot write Parquet file: {exc}", path=str(path)) from exc
     time = data.column("time")
     return WrittenFile(

@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tsengine.durable import fsync_dir
 from tsengine.errors import StorageError
 from tsengine.persist.paths import WAL_DIR, parse_wal_segment, wal_segment_path
 
@@ -51,14 +52,6 @@ _HEADER = struct.Struct("<IIIQ")
 _SEQ = struct.Struct("<Q")
 #: A record larger than this is treated as corruption (a torn length field), not allocated.
 MAX_RECORD_BYTES = 1 << 30
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _writev_all(fd: int, parts: list[Buffer]) -> None:
@@ -184,7 +177,7 @@ class Wal:
             raise StorageError(f"cannot open WAL segment: {exc}", path=str(path)) from exc
         self._fd = self._file.fileno()
         self._size = 0
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
 
     # -- write ------------------------------------------------------------------------------
 
@@ -294,7 +287,7 @@ class Wal:
                 path.unlink(missing_ok=True)
                 removed += 1
         if removed:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
         return removed
 
     def close(self) -> None:
