@@ -27,7 +27,7 @@ test: $(STAMP) ## run the test suite
 
 bench: $(STAMP) ## run the benchmarks and print the figures (see benchmarks/RESULTS.md)
 	@command -v victoria-metrics >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get install -y -qq victoria-metrics >/dev/null 2>&1; } \
+		&& apt-get update -qq && apt-get install -y -qq victoria-metrics >/dev/null 2>&1; } \
 		|| echo "VictoriaMetrics is not installed (apt-get install victoria-metrics): measuring tsengine alone"
 	$(PY) -m benchmarks.run
 
