@@ -1,0 +1,95 @@
+"""The app factory: ``create_app(engine, config) -> web.Application``.
+
+The caller owns the engine (opens it before, closes it after the app has shut down); the app
+owns its background work through ``cleanup_ctx``: the bounded worker pools every engine call
+runs on (:mod:`server.keys`), and the psutil sampler of the self-metrics. On shutdown the app
+first marks itself draining (new writes get 503, ``/health`` says so), aiohttp then lets
+in-flight requests finish, and the cleanup context shuts the pools down after the last of them.
+
+Middlewares, outermost first: the request boundary (:mod:`server.errors`: JSON errors,
+request metrics, the one catch-all) and authentication (:mod:`server.auth`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from server.auth import auth_middleware, check_bind
+from server.config import ServerConfig
+from server.errors import boundary_middleware
+from server.keys import (
+    CONFIG_KEY,
+    DRAINING_KEY,
+    ENGINE_KEY,
+    EXECUTORS_KEY,
+    METRICS_KEY,
+    POOLS,
+    STARTED_KEY,
+    WRITE_SLOTS_KEY,
+)
+from server.routes import federate, health, imports, influx, metrics, otlp, prometheus, sql
+from server.selfmetrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from tsengine.engine import Engine
+
+__all__ = ["create_app"]
+
+
+async def _worker_pools(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG_KEY]
+    sizes = {"ingest": config.worker_threads, "query": config.query_workers, "control": 1}
+    pools = {
+        name: ThreadPoolExecutor(max_workers=sizes[name], thread_name_prefix=f"tsengine-{name}")
+        for name in POOLS
+    }
+    app[EXECUTORS_KEY] = pools
+    yield
+    # Requests have finished by now; join the threads without holding up the loop.
+    for pool in pools.values():
+        await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True)
+
+
+async def _process_sampler(app: web.Application) -> AsyncIterator[None]:
+    sampler = app[METRICS_KEY].process
+    sampler.start()
+    yield
+    await asyncio.get_running_loop().run_in_executor(None, sampler.stop)
+
+
+async def _mark_draining(app: web.Application) -> None:
+    app[DRAINING_KEY].set()
+
+
+def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Application:
+    """Build the aiohttp application serving ``engine``.
+
+    Raises:
+        InvalidInput: ``config`` binds a non-loopback host without any token.
+    """
+    config = config or ServerConfig()
+    check_bind(config)
+    # aiohttp's own body limit backs up server.body.read_body (which answers with our JSON first).
+    app = web.Application(
+        middlewares=[boundary_middleware, auth_middleware], client_max_size=config.max_body_bytes + 1
+    )
+    app[ENGINE_KEY] = engine
+    app[CONFIG_KEY] = config
+    app[METRICS_KEY] = ServerMetrics(
+        process_sample_interval_s=config.process_sample_interval_s, data_dir=str(engine.path)
+    )
+    app[STARTED_KEY] = time.monotonic()
+    app[DRAINING_KEY] = asyncio.Event()
+    app[WRITE_SLOTS_KEY] = asyncio.Semaphore(config.max_concurrent_writes)
+    app.cleanup_ctx.append(_worker_pools)
+    app.cleanup_ctx.append(_process_sampler)
+    app.on_shutdown.append(_mark_draining)
+    for group in (influx, prometheus, otlp, imports, sql, federate, health, metrics):
+        app.router.add_routes(group.ROUTES)
+    return app

@@ -1,0 +1,103 @@
+"""The request boundary: every answer that is not a success becomes a JSON error here.
+
+:func:`boundary_middleware` is the outermost middleware. It times every request into the
+self-metrics and maps what a handler raises:
+
+* a :class:`~tsengine.errors.TsengineError` → its ``http_status`` and ``to_dict()`` as the JSON
+  body (``{"error": "ParseError", "message": "cannot ...", "line": 3}``);
+  :class:`~tsengine.errors.Overloaded` adds ``Retry-After`` (whole seconds, rounded up);
+* an aiohttp ``HTTPException`` (404 from the router, 405, a 413 from aiohttp's own size check)
+  → the same status with a JSON body, keeping its headers (``Allow``);
+* anything else → logged with its traceback, answered with a JSON 500 that carries no
+  traceback. This is the only broad ``except`` of the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from server.keys import METRICS_KEY
+from tsengine.errors import LimitExceeded, Overloaded, TsengineError, Unauthorized
+
+__all__ = ["BodyTooLarge", "ServiceUnavailable", "boundary_middleware", "error_response"]
+
+log = logging.getLogger("tsengine.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class BodyTooLarge(LimitExceeded):
+    """A request body, as sent or once decompressed, is larger than the server takes (HTTP 413)."""
+
+    http_status = 413
+
+
+class ServiceUnavailable(Overloaded):
+    """The server takes no write now: it is shutting down, or every write slot stayed busy (HTTP 503)."""
+
+    http_status = 503
+
+
+def error_response(err: TsengineError) -> web.Response:
+    """The JSON answer for a deliberate error."""
+    headers = {}
+    if isinstance(err, Overloaded):
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    elif isinstance(err, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="tsengine"'
+    return web.Response(
+        status=err.http_status,
+        body=orjson.dumps(err.to_dict()),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _http_exception_response(exc: web.HTTPException) -> web.Response:
+    headers = {
+        k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")
+    }
+    body = {"error": exc.__class__.__name__.removeprefix("HTTP"), "message": exc.text or exc.reason}
+    return web.Response(
+        status=exc.status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+@web.middleware
+async def boundary_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    resource = request.match_info.route.resource
+    # The route's pattern, not the path: unmatched paths must not grow the label set.
+    route = resource.canonical if resource is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except TsengineError as err:
+        response = error_response(err)
+        if getattr(err, "close_connection", False):
+            response.force_close()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _http_exception_response(exc)
+    except Exception:  # the request boundary: log the traceback, never send it
+        log.exception("cannot answer %s %s: unexpected error", request.method, request.path)
+        response = web.Response(
+            status=500,
+            body=orjson.dumps(
+                {"error": "InternalError", "message": "cannot answer: internal error, see the server log"}
+            ),
+            content_type="application/json",
+        )
+    metrics = request.app[METRICS_KEY]
+    method = request.method if request.method in _METHODS else "other"  # any token is a method
+    metrics.http_requests.labels(route, method, str(response.status)).inc()
+    metrics.http_latency.labels(route).observe(time.perf_counter() - start)
+    return response

@@ -1,0 +1,58 @@
+"""Typed application state (``web.AppKey``) and the one way handlers run blocking work.
+
+The app factory fills these keys; routes read them. :func:`run_blocking` is how every engine
+call (parse, write, SQL, stats) leaves the event loop. It runs on one of three bounded thread
+pools, created and shut down by the app's ``cleanup_ctx`` and kept apart so that one kind of
+work cannot starve another: ``ingest`` (decode, parse, write; ``worker_threads``), ``query``
+(SQL, which may run up to ``query_timeout_s``; ``query_workers``) and ``control`` (engine
+statistics for ``/health/telemetry`` and ``/metrics``: one thread, so a scrape still answers
+while writes and queries are busy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from server.config import ServerConfig
+    from server.selfmetrics import ServerMetrics
+    from tsengine.engine import Engine
+
+__all__ = [
+    "CONFIG_KEY",
+    "DRAINING_KEY",
+    "ENGINE_KEY",
+    "EXECUTORS_KEY",
+    "METRICS_KEY",
+    "POOLS",
+    "STARTED_KEY",
+    "WRITE_SLOTS_KEY",
+    "run_blocking",
+]
+
+T = TypeVar("T")
+
+ENGINE_KEY: web.AppKey[Engine] = web.AppKey("engine")
+CONFIG_KEY: web.AppKey[ServerConfig] = web.AppKey("config")
+METRICS_KEY: web.AppKey[ServerMetrics] = web.AppKey("metrics")
+#: The worker pools by name: "ingest", "query", "control".
+EXECUTORS_KEY: web.AppKey[dict[str, ThreadPoolExecutor]] = web.AppKey("executors")
+POOLS = ("ingest", "query", "control")
+#: Monotonic second the app started (for /health/telemetry's uptime).
+STARTED_KEY: web.AppKey[float] = web.AppKey("started")
+#: Set when shutdown begins: writes get 503 from then on.
+DRAINING_KEY: web.AppKey[asyncio.Event] = web.AppKey("draining")
+#: Admission of write requests (``ServerConfig.max_concurrent_writes`` slots).
+WRITE_SLOTS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("write_slots")
+
+
+async def run_blocking(request: web.Request, pool: str, func: Callable[..., T], *args: Any) -> T:
+    """Run ``func(*args)`` on the app's ``pool`` ("ingest", "query" or "control"); await it."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app[EXECUTORS_KEY][pool], functools.partial(func, *args))

@@ -1,0 +1,73 @@
+"""Health: ``GET /health`` (liveness) and ``GET /health/telemetry`` (state of each part).
+
+``/health`` answers ``{"status": "ok"}`` while the event loop runs, ``"draining"`` with 503
+during shutdown. ``/health/telemetry`` adds the engine's statistics (tables, buffer fill, WAL
+last sequence, Parquet files and bytes), the server's uptime and configuration limits, and the
+latest psutil sample of the process (taken in the background, never on this request).
+Both are public: they expose no stored data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from server.keys import CONFIG_KEY, DRAINING_KEY, ENGINE_KEY, METRICS_KEY, STARTED_KEY, run_blocking
+
+__all__ = ["ROUTES"]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    if request.app[DRAINING_KEY].is_set():
+        return _json({"status": "draining"}, status=503)
+    return _json({"status": "ok"})
+
+
+def engine_state(engine: Any) -> dict[str, Any]:
+    """Engine statistics plus disk use (blocking: takes the engine lock; run off the loop)."""
+    stats = dict(engine.stats())
+    stats["disk_bytes"] = engine.disk_usage()
+    stats["buffer_fill_ratio"] = stats["buffer_bytes"] / max(stats["max_buffer_bytes"], 1)
+    stats["data_dir"] = str(engine.path)
+    return stats
+
+
+async def telemetry(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    config = app[CONFIG_KEY]
+    engine = await run_blocking(request, "control", engine_state, app[ENGINE_KEY])
+    sm = app[METRICS_KEY]
+    process = sm.process
+    return _json(
+        {
+            "status": "draining" if app[DRAINING_KEY].is_set() else "ok",
+            "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
+            "engine": engine,
+            "server": {
+                "auth": config.auth_enabled,
+                "max_body_bytes": config.max_body_bytes,
+                "max_decompressed_bytes": config.max_decompressed_bytes,
+                "max_rows_per_request": config.max_rows_per_request,
+                "query_max_rows": config.query_max_rows,
+                "worker_threads": config.worker_threads,
+                "max_concurrent_writes": config.max_concurrent_writes,
+                "writes_in_flight": int(sm.writes_in_flight.get()),
+                "writes_waiting": int(sm.writes_waiting.get()),
+            },
+            "process": {
+                "samples": process.samples,
+                "last_error": process.last_error,
+                **process.snapshot(),
+            },
+        }
+    )
+
+
+ROUTES = [web.get("/health", health), web.get("/health/telemetry", telemetry)]

@@ -1,0 +1,181 @@
+"""Fixtures for the server tests: a real engine on a temp dir, a real server on 127.0.0.1.
+
+``make_client(config=..., **engine_settings)`` builds an engine (fsync none: durability is
+tested in the engine's own suite), an app and an ``aiohttp_client`` on a free port;
+``client`` is the default one (no auth). Peer helpers: :func:`require_binary` fails under
+``CI`` and skips otherwise when a peer program is missing; :func:`poll` waits with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from server import ServerConfig, Token, create_app
+from tsengine.clock import ManualClock
+
+T = TypeVar("T")
+
+WRITE_TOKEN = "w-token-0123456789"
+READ_TOKEN = "r-token-0123456789"
+ADMIN_TOKEN = "a-token-0123456789"
+TOKENS = (
+    Token(WRITE_TOKEN, frozenset({"write"}), name="writer"),
+    Token(READ_TOKEN, frozenset({"read"}), name="reader"),
+    Token(ADMIN_TOKEN, frozenset({"admin"}), name="admin"),
+)
+
+
+def require_binary(name: str) -> str:
+    """Path of a peer program; fail under CI, skip with a reason elsewhere, when missing."""
+    path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    if path is None:
+        message = f"{name} is not installed (apt-get install -y prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def poll(check: Callable[[], Awaitable[T | None]], *, timeout_s: float, what: str) -> T:
+    """Await ``check()`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def engines(tmp_path: Path, clock: ManualClock) -> Iterator[Callable[..., Any]]:
+    """Factory of engines on fresh directories, closed at teardown."""
+    from tsengine import Engine
+
+    opened: list[Any] = []
+
+    def make(**settings: Any) -> Any:
+        settings.setdefault("fsync", "none")
+        eng = Engine.open(tmp_path / f"data{len(opened)}", clock=settings.pop("clock", clock), **settings)
+        opened.append(eng)
+        return eng
+
+    yield make
+    for eng in opened:
+        eng.close()
+
+
+#: A callback holding the event loop longer than this fails the test (blocking work belongs on
+#: the worker pools). Generous: on a loaded two-core machine a worker thread holding the GIL can
+#: stretch an honest 1 ms step past 250 ms; a query or parse run on the loop by mistake takes longer.
+SLOW_CALLBACK_S = 1.0
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Executing") and " took " in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+async def no_blocking() -> AsyncIterator[None]:
+    """Fail the test if anything holds the event loop longer than SLOW_CALLBACK_S."""
+    loop = asyncio.get_running_loop()
+    debug, slow = loop.get_debug(), loop.slow_callback_duration
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK_S
+    handler = _SlowCallbacks()
+    logging.getLogger("asyncio").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+        loop.set_debug(debug)
+        loop.slow_callback_duration = slow
+    assert not handler.messages, f"the event loop was blocked: {handler.messages}"
+
+
+@pytest.fixture
+async def make_client(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], engines: Callable[..., Any], no_blocking: None
+) -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
+    async def make(
+        config: ServerConfig | None = None,
+        engine: Any = None,
+        *,
+        auto_decompress: bool = False,
+        **settings: Any,
+    ) -> TestClient:
+        # Opening an engine blocks (files, DuckDB): not on the loop the server shares.
+        eng = engine if engine is not None else await asyncio.to_thread(engines, **settings)
+        app = create_app(eng, config or ServerConfig(port=0))
+        # As tsengine serve runs it: bodies arrive as sent (see server.body).
+        server = TestServer(app)
+        await server.start_server(auto_decompress=auto_decompress)
+        return await aiohttp_client(server)
+
+    yield make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Awaitable[TestClient]]) -> TestClient:
+    return await make_client()
+
+
+@pytest.fixture
+async def auth_client(make_client: Callable[..., Awaitable[TestClient]]) -> TestClient:
+    return await make_client(ServerConfig(port=0, tokens=TOKENS))
+
+
+def engine_of(client: TestClient) -> Any:
+    from server.keys import ENGINE_KEY
+
+    return client.app[ENGINE_KEY]  # type: ignore[index]
+
+
+async def query(client: TestClient, sql: str, *, token: str | None = None) -> list[list[Any]]:
+    """Rows of a SQL answer (asserting a 200)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = await client.post("/api/v1/sql", json={"sql": sql}, headers=headers)
+    body = await resp.json()
+    assert resp.status == 200, body
+    return body["rows"]
+
+
+async def assert_error(resp: Any, status: int, error: str, *needles: str) -> dict[str, Any]:
+    """Check status, JSON error name and that the message contains each needle."""
+    body = await resp.json()
+    assert resp.status == status, body
+    assert resp.content_type == "application/json"
+    assert body["error"] == error, body
+    for needle in needles:
+        assert needle in body["message"], body
+    assert "Traceback" not in body["message"]
+    return body
