@@ -329,7 +329,8 @@ def test_type_conflict_names_both_lines() -> None:
     err = rejection(b"m x=1 1\nm y=1 2\n\nm x=1i 3\n")
     assert err.line == 4
     assert str(err) == (
-        "cannot parse line 4: conflicting types for field 'x' of measurement 'm': float on line 1, integer on line 4"
+        "cannot parse line 4: conflicting types for field 'x' of measurement 'm': "
+        "float on line 1, integer on line 4"
     )
     # Per measurement: the same field name may differ between measurements.
     assert set(both(b"a x=1\nb x=1i\n")) == {"a", "b"}
@@ -365,7 +366,11 @@ def test_invalid_utf8_names_the_line() -> None:
 def test_to_dict_carries_the_line() -> None:
     with pytest.raises(ParseError) as exc:
         parse(b"m x=1\nm\n")
-    assert exc.value.to_dict() == {"error": "ParseError", "message": "cannot parse line 2: missing fields", "line": 2}
+    assert exc.value.to_dict() == {
+        "error": "ParseError",
+        "message": "cannot parse line 2: missing fields",
+        "line": 2,
+    }
 
 
 # -- fast path at scale: many groups, series and measurements -------------------------------
