@@ -85,6 +85,17 @@ class ServerMetrics:
         self.wal_last_seq = Gauge(
             "tsengine_wal_last_sequence", "Sequence number of the last WAL record.", registry=r
         )
+        self.wal_unpersisted = Gauge(
+            "tsengine_wal_unpersisted_records",
+            "WAL records not yet persisted to Parquet (what a restart would replay).",
+            registry=r,
+        )
+        self.last_persist = Gauge(
+            "tsengine_last_persist_timestamp_seconds", "When a buffer chunk was last persisted.", registry=r
+        )
+        self.persist_errors = Gauge(
+            "tsengine_persist_errors", "Background persist rounds that failed (retried).", registry=r
+        )
         # Every protocol's series exist from the start at 0, so rate() works from the first scrape.
         for protocol in PROTOCOLS:
             self.ingest_rows.labels(protocol)
@@ -112,4 +123,7 @@ class ServerMetrics:
         self.files.set(stats["files"])
         self.tables.set(stats["tables"])
         self.wal_last_seq.set(stats["wal_last_seq"])
+        self.wal_unpersisted.set(stats["wal_unpersisted_records"])
+        self.last_persist.set(stats["last_persist_ns"] / 1e9)
+        self.persist_errors.set(stats["persist_errors"])
         self.disk_bytes.set(disk_bytes)

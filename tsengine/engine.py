@@ -101,6 +101,8 @@ class Engine:
         self._buffer_bytes = 0
         self._readers = 0
         self._graveyard: list[Path] = []
+        self._last_persist_ns = 0
+        self._persist_errors = 0
         self._closed = False
         self._persist_wake = threading.Event()
         self._stop = threading.Event()
@@ -372,6 +374,7 @@ class Engine:
                 self._freeze_aged()
                 self._persist_frozen()
             except Exception:  # a task boundary: log, retry next round
+                self._persist_errors += 1
                 log.exception("background persist failed; will retry")
             if interval and self.clock.monotonic_s() >= next_maintenance:
                 next_maintenance = self.clock.monotonic_s() + interval
@@ -456,6 +459,7 @@ class Engine:
                 state.manifest = new
                 state.buffer.chunks.remove(chunk)
                 self._buffer_bytes -= chunk.nbytes
+                self._last_persist_ns = self.clock.now_ns()
 
     def _truncate_wal(self) -> None:
         with self._lock:
@@ -654,7 +658,9 @@ class Engine:
         return sum(e.bytes for st in self._states(db, None) for e in st.manifest.files.values())
 
     def stats(self) -> dict[str, Any]:
+        """Counters for health and self-metrics (cheap; takes the lock briefly)."""
         with self._lock:
+            pending = [c.min_seq for st in self._tables.values() for c in st.buffer.chunks if c.n]
             return {
                 "tables": len(self._tables),
                 "buffer_bytes": self._buffer_bytes,
@@ -662,6 +668,10 @@ class Engine:
                 "live_rows": sum(c.n for st in self._tables.values() for c in st.buffer.chunks),
                 "files": sum(len(st.manifest.files) for st in self._tables.values()),
                 "wal_last_seq": self.wal.last_seq,
+                # WAL records not yet in Parquet: what a restart would replay.
+                "wal_unpersisted_records": self.wal.last_seq - min(pending) + 1 if pending else 0,
+                "last_persist_ns": self._last_persist_ns,
+                "persist_errors": self._persist_errors,
             }
 
     def close(self) -> None:

@@ -419,3 +419,14 @@ def test_negative_zero_survives_scaled_storage_and_compaction(engine: Engine) ->
     engine.compact()
     got = engine.sql("SELECT f FROM m ORDER BY time").column("f").to_numpy()
     assert got.tobytes() == np.array([-0.0, 0.0, 0.5]).tobytes()
+
+
+def test_stats_report_buffer_wal_lag_and_last_persist(engine: Engine, clock) -> None:
+    engine.write("m", [T0, T0 + 1], fields={"v": [1.0, 2.0]})
+    engine.write("m", [T0 + 2], fields={"v": [3.0]})
+    st = engine.stats()
+    assert st["live_rows"] == 3 and st["wal_unpersisted_records"] == 2 and st["last_persist_ns"] == 0
+    engine.flush()
+    st = engine.stats()
+    assert st["live_rows"] == 0 and st["wal_unpersisted_records"] == 0
+    assert st["last_persist_ns"] == clock.now_ns() and st["files"] == 1 and st["persist_errors"] == 0
