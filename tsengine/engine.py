@@ -559,13 +559,14 @@ class Engine:
 
     # -- query ------------------------------------------------------------------------------
 
-    def sql(self, query: str, params: Any = None) -> pa.Table:
+    def sql(self, query: str, params: Any = None, *, db: str = "default") -> pa.Table:
         """Run one read-only SQL statement over every table; returns an Arrow table.
 
-        Tables are ``"db".table`` (``default``'s tables also unqualified); ``time`` is
+        Tables are ``"db".table``; unqualified names resolve in ``db``. ``time`` is
         TIMESTAMP_NS (UTC). Blocks; thread-safe.
         """
-        return self.query.sql(query, params)
+        validate_db(db)
+        return self.query.sql(query, params, db=db)
 
     def snapshot(self, names: AbstractSet[str]) -> list[TableSnapshot]:
         """Consistent view of the named tables (SnapshotSource for the query layer)."""

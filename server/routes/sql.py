@@ -35,8 +35,8 @@ __all__ = ["ROUTES"]
 _MAX_SQL_BYTES = 1024 * 1024
 
 
-def _run(engine: Any, sql: str, max_rows: int, accept: str) -> tuple[bytes, str, bool]:
-    result = engine.sql(sql)
+def _run(engine: Any, sql: str, db: str, max_rows: int, accept: str) -> tuple[bytes, str, bool]:
+    result = engine.sql(sql, db=db)
     truncated = result.num_rows > max_rows
     if truncated:
         result = result.slice(0, max_rows)
@@ -76,11 +76,6 @@ async def _statement(request: web.Request) -> tuple[str, str]:
 @requires("read")
 async def sql(request: web.Request) -> web.StreamResponse:
     statement, db = await _statement(request)
-    if db != "default":
-        # The engine resolves unqualified names in "default" only (its search path is locked).
-        raise InvalidInput(
-            f'cannot run query in database {db!r}: name its tables as "{db}".table and leave db unset'
-        )
     metrics = request.app[METRICS_KEY]
     start = time.perf_counter()
     try:
@@ -90,6 +85,7 @@ async def sql(request: web.Request) -> web.StreamResponse:
             _run,
             request.app[ENGINE_KEY],
             statement,
+            db,
             request.app[CONFIG_KEY].query_max_rows,
             request.headers.get("Accept", "application/json"),
         )

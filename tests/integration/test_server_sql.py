@@ -90,8 +90,8 @@ async def test_request_errors(client):
         415,
         "UnsupportedMediaType",
     )
-    resp = await client.post("/api/v1/sql", json={"sql": "SELECT 1", "db": "other"})
-    await assert_error(resp, 400, "InvalidInput", '"other".table')
+    resp = await client.post("/api/v1/sql", json={"sql": "SELECT 1", "db": "no/pe"})
+    await assert_error(resp, 400, "InvalidName")
 
 
 async def test_query_time_limit(make_client):
@@ -129,3 +129,17 @@ async def test_nested_nanosecond_timestamps_encode(client):
         assert resp.status == 200, (accept, await resp.text())
     rows = (await (await client.post("/api/v1/sql", json={"sql": sql})).json())["rows"]
     assert rows[0][0] == ["2023-11-14T22:13:20"] and rows[0][1] == {"t": "2023-11-14T22:13:20"}
+
+
+async def test_db_selects_the_database_of_unqualified_names(client):
+    for db, value in (("default", 1), ("other", 2)):
+        resp = await client.post(f"/write?db={db}", data=f"cpu,host=a n={value}i 1000".encode())
+        assert resp.status == 204
+    resp = await client.post(
+        "/api/v1/sql?db=other", data=b"SELECT n FROM cpu", headers={"Content-Type": "text/plain"}
+    )
+    assert (await resp.json())["rows"] == [[2]]
+    resp = await client.post("/api/v1/sql", json={"sql": "SELECT n FROM cpu", "db": "other"})
+    assert (await resp.json())["rows"] == [[2]]
+    resp = await client.post("/api/v1/sql", json={"sql": "SELECT n FROM cpu"})
+    assert (await resp.json())["rows"] == [[1]]

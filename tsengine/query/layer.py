@@ -137,8 +137,13 @@ class QueryLayer:
                 self._cursors.append(cur)
         return cur
 
-    def sql(self, text: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+    def sql(
+        self, text: str, params: Sequence[Any] | dict[str, Any] | None = None, *, db: str = "default"
+    ) -> pa.Table:
         """Run one read-only statement; returns an Arrow table.
+
+        Unqualified table names resolve in ``db`` (through temporary views on this cursor, which
+        shadow the ``default`` aliases for the length of the query).
 
         Raises:
             SandboxViolation: the statement is not a plain read.
@@ -150,16 +155,23 @@ class QueryLayer:
         snaps = self._source.snapshot(names)
         cur = self._cursor()
         bound: dict[str, Any] = self._local.bound
+        aliases: list[str] = []
         try:
             for s in snaps:
                 self.ensure_view(s.db, s.schema, s.view_id, s.view_version)
                 self._bind(cur, bound, s)
+                if s.db == db != "default":
+                    t = quote_ident(s.table)
+                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {t} AS SELECT * FROM {quote_ident(db)}.{t}")
+                    aliases.append(t)
             return sandbox.run_with_timeout(cur, stmt, params, self._timeout_s)
         except TsengineError:
             raise
         except duckdb.Error as exc:
             raise sandbox.translate_error(exc) from exc
         finally:
+            for t in aliases:
+                cur.execute(f"DROP VIEW IF EXISTS temp.main.{t}")
             # Let go of live rows now (memory) rather than at this cursor's next query.
             for s in snaps:
                 names_ = view_names(s.view_id)

@@ -109,3 +109,12 @@ def test_analytics_sql_works(eng: Engine, name: str) -> None:
         assert list(zip(*(c.to_pylist() for c in got.columns), strict=True)) == want
     else:
         assert got.num_rows >= 1
+
+
+def test_unqualified_names_resolve_in_the_given_database(engine: Engine) -> None:
+    engine.write("cpu", [T0], fields={"v": [1.0]})
+    engine.write("cpu", [T0], fields={"v": [2.0]}, db="other")
+    assert engine.sql("SELECT v FROM cpu").column("v").to_pylist() == [1.0]
+    assert engine.sql("SELECT v FROM cpu", db="other").column("v").to_pylist() == [2.0]
+    assert engine.sql('SELECT v FROM "default".cpu', db="other").column("v").to_pylist() == [1.0]
+    assert engine.sql("SELECT v FROM cpu").column("v").to_pylist() == [1.0]  # the alias is gone again
