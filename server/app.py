@@ -84,6 +84,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Applic
     app[METRICS_KEY] = ServerMetrics(
         process_sample_interval_s=config.process_sample_interval_s, data_dir=str(engine.path)
     )
+    engine.observer = app[METRICS_KEY]  # WAL append/fsync and persist timings
     app[STARTED_KEY] = time.monotonic()
     app[DRAINING_KEY] = asyncio.Event()
     app[WRITE_SLOTS_KEY] = asyncio.Semaphore(config.max_concurrent_writes)

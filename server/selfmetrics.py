@@ -69,6 +69,22 @@ class ServerMetrics:
             registry=r, buckets=_LATENCY_BUCKETS,
         )  # fmt: skip
         self.queries = Counter("tsengine_queries", "SQL queries by outcome.", ("outcome",), registry=r)
+        self.wal_append_seconds = Histogram(
+            "tsengine_wal_append_duration_seconds", "Time one WAL record took to write (no fsync).",
+            registry=r, buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.wal_bytes = Counter("tsengine_wal_written_bytes", "Bytes written to the WAL.", registry=r)
+        self.wal_fsync_seconds = Histogram(
+            "tsengine_wal_fsync_duration_seconds", "Time one fsync of the WAL took.",
+            registry=r, buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.persist_seconds = Histogram(
+            "tsengine_persist_duration_seconds", "Time one buffer chunk took to become Parquet files.",
+            registry=r, buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.persisted_files = Counter(
+            "tsengine_parquet_files_written", "Parquet files written by flushes.", registry=r
+        )
         self.buffer_bytes = Gauge("tsengine_buffer_bytes", "Bytes held by the write buffers.", registry=r)
         self.buffer_max_bytes = Gauge(
             "tsengine_buffer_max_bytes", "Bound of the write buffers (Overloaded past it).", registry=r
@@ -113,6 +129,19 @@ class ServerMetrics:
             self.ingest_samples.labels(protocol, outcome).inc(samples)
         if accepted and rows:
             self.ingest_rows.labels(protocol).inc(rows)
+
+    # -- tsengine.observe.EngineObserver: the engine calls these on its own threads ------------
+
+    def wal_append(self, seconds: float, nbytes: int) -> None:
+        self.wal_append_seconds.observe(seconds)
+        self.wal_bytes.inc(nbytes)
+
+    def wal_fsync(self, seconds: float) -> None:
+        self.wal_fsync_seconds.observe(seconds)
+
+    def persisted(self, seconds: float, rows: int, files: int) -> None:
+        self.persist_seconds.observe(seconds)
+        self.persisted_files.inc(files)
 
     def refresh_engine(self, stats: dict[str, Any], disk_bytes: int) -> None:
         """Copy ``Engine.stats()`` and its disk usage into the gauges (called before a scrape)."""

@@ -28,6 +28,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from tsengine.errors import InvalidInput, LimitExceeded, NotFound, Overloaded, S
 from tsengine.model.batch import TableBatch
 from tsengine.model.names import validate_db, validate_table
 from tsengine.model.schema import TableSchema
+from tsengine.observe import EngineObserver
 from tsengine.persist import compaction
 from tsengine.persist.manifest import FileEntry, Manifest, reconcile
 from tsengine.persist.parquet import sort_dedup_split, write_file
@@ -425,8 +427,18 @@ class Engine:
                     self._persist_chunk(state, chunk)
             self._truncate_wal()
 
+    @property
+    def observer(self) -> EngineObserver:
+        """Receives the engine's self-measurements (see :mod:`tsengine.observe`)."""
+        return self.wal.observer
+
+    @observer.setter
+    def observer(self, value: EngineObserver) -> None:
+        self.wal.observer = value
+
     def _persist_chunk(self, state: TableState, chunk: Chunk) -> None:
         s = self.settings
+        t0 = time.perf_counter()
         with self._lock:  # the dictionaries keep growing outside the lock
             schema = state.schema
             dict_arrays = {name: d.arrow() for name, d in state.buffer.dicts.items()}
@@ -460,6 +472,7 @@ class Engine:
                 state.buffer.chunks.remove(chunk)
                 self._buffer_bytes -= chunk.nbytes
                 self._last_persist_ns = self.clock.now_ns()
+        self.observer.persisted(time.perf_counter() - t0, chunk.n, len(entries))
 
     def _truncate_wal(self) -> None:
         with self._lock:

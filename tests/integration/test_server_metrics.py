@@ -38,6 +38,9 @@ async def test_metrics_count_requests_and_samples(client):
     assert got[("tsengine_tables", frozenset())] == 1
     assert got[("tsengine_buffer_rows", frozenset())] == 2
     assert 0 < got[("tsengine_buffer_fill_ratio", frozenset())] < 1
+    # The engine reports its WAL appends (one per accepted request) through its observer.
+    assert got[("tsengine_wal_append_duration_seconds_count", frozenset())] == 1
+    assert got[("tsengine_wal_written_bytes_total", frozenset())] > 0
 
 
 async def test_protocol_series_exist_from_the_start(client):

@@ -33,6 +33,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any
 
 from tsengine.durable import fsync_dir
 from tsengine.errors import StorageError
+from tsengine.observe import EngineObserver, NullObserver
 from tsengine.persist.paths import WAL_DIR, parse_wal_segment, wal_segment_path
 
 __all__ = ["Wal"]
@@ -95,6 +97,7 @@ class Wal:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.observer: EngineObserver = NullObserver()
 
     # -- open -------------------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ class Wal:
         header = _HEADER.pack(_MAGIC, length, crc, seq)
         if self._size and self._size + len(header) + length > self._segment_bytes:
             self._rotate(seq)
+        t0 = time.perf_counter()
         try:
             _writev_all(self._fd, [header, *payload])
         except OSError as exc:
@@ -208,6 +212,7 @@ class Wal:
             # new segment so later records do not follow a torn one.
             self._rotate(seq)
             raise StorageError(f"cannot append to the WAL: {exc}") from exc
+        self.observer.wal_append(time.perf_counter() - t0, len(header) + length)
         self._size += len(header) + length
         self._next_seq = seq + 1
         self._written_seq = seq
@@ -240,7 +245,9 @@ class Wal:
                 target, fd = self._written_seq, os.dup(self._fd)
                 self._cond.release()
                 try:
+                    t0 = time.perf_counter()
                     os.fsync(fd)
+                    self.observer.wal_fsync(time.perf_counter() - t0)
                 except OSError as exc:
                     raise StorageError(f"cannot fsync the WAL: {exc}") from exc
                 finally:
@@ -256,7 +263,9 @@ class Wal:
             target, fd = self._written_seq, os.dup(self._fd) if self._fd >= 0 else -1
         if fd >= 0:
             try:
+                t0 = time.perf_counter()
                 os.fsync(fd)
+                self.observer.wal_fsync(time.perf_counter() - t0)
             finally:
                 os.close(fd)
         with self._cond:
