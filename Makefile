@@ -22,7 +22,11 @@ venv: $(STAMP) ## create .venv and install tsengine with test and dev extras
 run: $(STAMP) ## start tsengine on embedded defaults with data in ./data
 	$(VENV)/bin/tsengine run --data $(DATA)
 
-test: $(STAMP) ## run the test suite
+test: $(STAMP) ## run the test suite (installs Prometheus, a real peer of the tests, when it can)
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus >/dev/null 2>&1; } \
+		|| echo "Prometheus is not installed (apt-get install prometheus): its peer tests will skip"
 	$(PY) -m pytest -q
 
 bench: $(STAMP) ## run the benchmarks and print the figures (see benchmarks/RESULTS.md)
