@@ -22,7 +22,8 @@ specification, with the choices below:
   Attributes that collapse onto one name are joined with ``;`` in order of their original keys.
   Values are stringified as OpenTelemetry's ``AsString`` does: strings as is, booleans
   ``true``/``false``, integers in decimal, doubles in ECMAScript number form (except that -0
-  stays ``-0``, as ``AsString`` writes it), bytes in base64, arrays and key-value lists as compact JSON with sorted keys. An empty value means no tag.
+  stays ``-0``, as ``AsString`` writes it), bytes in base64, arrays and key-value lists as
+  compact JSON with sorted keys. An empty value means no tag.
   The scope adds ``otel_scope_name`` and ``otel_scope_version`` when they are not empty.
 * **gauge** → ``<name>``; **sum** → ``<name>`` with tags ``otel_temporality``
   (``cumulative``/``delta``) and ``otel_monotonic`` (``true``/``false``). The value is float64
