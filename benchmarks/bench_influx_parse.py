@@ -4,7 +4,7 @@
 fields, nanosecond timestamps 10 s apart), parses the body with
 :func:`tsengine.protocols.influx.parse` a few times and reports the best wall-clock and CPU-time
 rates (the parse is single-threaded: numpy and Arrow kernels run on the calling thread). Called by
-``benchmarks/run.py``; ``python benchmarks/bench_influx_parse.py [--quick]`` prints the figures.
+``benchmarks/run.py``; ``python -m benchmarks.bench_influx_parse [--quick]`` prints the figures.
 """
 
 from __future__ import annotations
@@ -14,22 +14,11 @@ import time
 
 import numpy as np
 
+from benchmarks.tsbs import FIELDS
 from tsengine.protocols.influx import parse
 
 __all__ = ["make_tsbs_cpu_body", "run"]
 
-FIELDS = (
-    "usage_user",
-    "usage_system",
-    "usage_idle",
-    "usage_nice",
-    "usage_iowait",
-    "usage_irq",
-    "usage_softirq",
-    "usage_steal",
-    "usage_guest",
-    "usage_guest_nice",
-)
 _REGIONS = ("eu-west-1", "us-east-1", "us-west-2", "ap-southeast-1", "sa-east-1")
 _OSES = ("Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10")
 _START_NS = 1_451_606_400_000_000_000
