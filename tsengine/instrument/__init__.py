@@ -5,8 +5,8 @@ histogram observations (prometheus_client's API: switching is a change of import
 ``metrics_collector.record_metric(...)`` calls, events, request/query/call timings from the
 middleware, decorators and wrappers, and psutil samples from a background thread. What goes
 out: ``/metrics`` (Prometheus text or OpenMetrics), ``/health/telemetry`` (JSON), JSON
-exports, event subscriptions and streams, and — through the :class:`Exporter` seam, to be
-implemented with the server — batches to a tsengine server.
+exports, event subscriptions and streams, and — through the :class:`Exporter` seam, by
+:class:`HttpExporter` — batches pushed to a tsengine server's ``/api/v1/import``.
 
 Importing this package is cheap and side-effect free: no duckdb, pyarrow or aiohttp, no
 thread, no environment read. ``configure()`` reads the environment; ``setup_telemetry_for_app``
@@ -60,6 +60,7 @@ from tsengine.instrument._metrics import DEFAULT_BUCKETS, Counter, Gauge, Histog
 from tsengine.instrument._names import MetricDefinitionError
 from tsengine.instrument._noop import NOOP_METRIC, NoopMetric
 from tsengine.instrument._performance import PerformanceMonitor, SlowOperation
+from tsengine.instrument._push import HttpExporter
 from tsengine.instrument._registry import REGISTRY, CollectorRegistry, Registry
 from tsengine.instrument._runtime import Telemetry, configure, get_telemetry
 from tsengine.instrument._security import SecurityMonitor
@@ -92,6 +93,7 @@ __all__ = [
     "Gauge",
     "Histogram",
     "Hooks",
+    "HttpExporter",
     "Metric",
     "MetricDefinitionError",
     "MetricFamily",

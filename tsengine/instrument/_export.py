@@ -1,4 +1,4 @@
-"""The exporter seam: how collected telemetry leaves the process (implementation: a later issue).
+"""The exporter seam: how collected telemetry leaves the process (implementation: ``_push``).
 
 An :class:`Exporter` receives snapshots from the runtime and ships them — to a tsengine server
 (native ``/api/v1/import`` or OTLP/HTTP) or into an embedded engine. The contract every
@@ -10,8 +10,9 @@ implementation must keep, because the runtime calls these on the application's t
   jitter; ``flush(timeout_s)`` pushes what is queued and reports whether it all went;
 * ``shutdown(timeout_s)`` flushes and stops the worker; calling it twice is harmless.
 
-Nothing in this package implements it yet: ``TelemetryConfig.exporter_*`` settings are read and
-validated, and :meth:`Telemetry.set_exporter` accepts an implementation.
+:class:`tsengine.instrument.HttpExporter` (``_push``) implements it over the server's native
+``/api/v1/import``; ``configure()`` builds one from ``TELEMETRY_EXPORTER_*`` and
+:meth:`Telemetry.set_exporter` accepts any implementation.
 """
 
 from __future__ import annotations

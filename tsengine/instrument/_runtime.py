@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
 from tsengine.instrument._collector import MetricsCollector
-from tsengine.instrument._config import TelemetryConfig
+from tsengine.instrument._config import ConfigError, TelemetryConfig
 from tsengine.instrument._events import EventTracker
 from tsengine.instrument._export import Exporter
 from tsengine.instrument._hooks import Hooks
@@ -67,6 +68,7 @@ class Telemetry:
         self.hooks = Hooks()
         self.hooks.on_error = lambda: self.record_error("hook")
         self.exporter: Exporter | None = None
+        self._config_exporter: tuple[Any, ...] | None = None  # settings of an exporter built by apply()
         self._lock = threading.Lock()
         self.apply(config)
 
@@ -76,6 +78,8 @@ class Telemetry:
         Starts no thread; stops the system sampler if the new config turns it off (joining it,
         which blocks for at most one sample).
         """
+        if config.enabled and config.exporter_endpoint:
+            _check_exporter_endpoint(config.exporter_endpoint)  # before changing anything
         self.config = config
         # Plain attributes, read on every request and call (cheaper than the config's properties).
         self.enabled = config.enabled
@@ -100,13 +104,59 @@ class Telemetry:
         self.system.interval_s = config.system_metrics_interval_s
         if not config.system_metrics_on:
             self.system.stop()
+        self._apply_exporter(config)
+
+    def _apply_exporter(self, config: TelemetryConfig) -> None:
+        """Build (not start) the HTTP exporter named by ``TELEMETRY_EXPORTER_*``, or remove it.
+
+        Only an exporter built here is replaced or removed; one installed by ``set_exporter``
+        stays when the config names no endpoint.
+        """
+        key = None
+        if config.enabled and config.exporter_endpoint:
+            key = (
+                config.exporter_endpoint,
+                config.exporter_token,
+                config.exporter_batch_size,
+                config.exporter_queue_size,
+                config.exporter_flush_interval_s,
+                config.service_name,
+            )
+        if key == self._config_exporter:
+            return
+        if key is None:
+            if self._config_exporter is not None:
+                self._config_exporter = None
+                self.set_exporter(None)
+            return
+        from tsengine.instrument._push import HttpExporter
+
+        exporter = HttpExporter(
+            config.exporter_endpoint or "",
+            config.exporter_token,
+            batch_size=config.exporter_batch_size,
+            max_queue=config.exporter_queue_size,
+            interval_s=config.exporter_flush_interval_s,
+            service=config.service_name,
+        )
+        self.set_exporter(exporter)
+        self._config_exporter = key
 
     def set_exporter(self, exporter: Exporter | None) -> None:
-        """Install the exporter (see ``_export``); the previous one is shut down."""
+        """Install the exporter (see ``_export``); the previous one is shut down.
+
+        An exporter with an ``attach(telemetry)`` method (:class:`HttpExporter`) is attached:
+        it takes registry snapshots and subscribes to events. Its worker starts with
+        :meth:`start` (or at once if it was started by the caller).
+        """
         with self._lock:
             old, self.exporter = self.exporter, exporter
+            self._config_exporter = None
         if old is not None and old is not exporter:
             old.shutdown(5.0)
+        attach = getattr(exporter, "attach", None)
+        if attach is not None:
+            attach(self)
 
     def record_error(self, component: str) -> None:
         """Count a swallowed failure of ``component``; never raises."""
@@ -120,6 +170,9 @@ class Telemetry:
         """Start background work allowed by the config (the system sampler). Idempotent."""
         if self.config.system_metrics_on:
             self.system.start()
+        start = getattr(self.exporter, "start", None)
+        if start is not None:
+            start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop background work and shut the exporter down. Idempotent."""
@@ -163,10 +216,32 @@ class Telemetry:
                     "enabled": self.config.performance_on,
                     "slow_endpoints": self.performance.slow_endpoints(5),
                 },
-                "exporter": {"installed": self.exporter is not None},
+                "exporter": self._exporter_health(),
             },
             "errors": errors,
         }
+
+    def _exporter_health(self) -> dict[str, Any]:
+        exporter = self.exporter
+        out: dict[str, Any] = {"installed": exporter is not None}
+        stats = getattr(exporter, "stats", None)
+        if stats is not None:
+            out.update(
+                endpoint=getattr(exporter, "endpoint", None),
+                running=getattr(exporter, "running", None),
+                queued_rows=getattr(exporter, "queued_rows", None),
+                **stats.values,
+            )
+        return out
+
+
+def _check_exporter_endpoint(endpoint: str) -> None:
+    parsed = urllib.parse.urlsplit(endpoint)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(
+            f"cannot use TELEMETRY_EXPORTER_ENDPOINT={endpoint!r}: expected http(s)://host[:port]",
+            key="TELEMETRY_EXPORTER_ENDPOINT",
+        )
 
 
 _default: Telemetry | None = None

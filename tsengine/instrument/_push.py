@@ -1,0 +1,529 @@
+"""HttpExporter: push metric snapshots and events to a tsengine server's ``/api/v1/import``.
+
+Who calls it: the runtime (``Telemetry.set_exporter`` attaches it, ``Telemetry.start`` starts
+it), or the application directly. What comes in: registry snapshots (``export_metrics``, taken
+by the worker every ``interval_s`` or on ``export_now()``), events (``export_events``, fed by a
+subscription to the event tracker) and data points. What goes out: NDJSON rows
+``{"table","time","tags","fields"}`` in ``POST {endpoint}/api/v1/import?db=...``, over stdlib
+``http.client`` only (no aiohttp, pyarrow or duckdb here).
+
+Row shapes:
+
+* a metric sample is a row of the table named like the exposed sample (``orders_total``,
+  ``latency_seconds_bucket`` with tag ``le``, ``latency_seconds_sum``…), its labels plus
+  ``service`` as tags and the field ``value`` — the shape of Prometheus remote write, so
+  ``/federate`` and remote read give the metric back under its own name. Non-finite values
+  (NaN, ±Inf) are skipped: JSON cannot carry them.
+* an event is a row of ``events`` (``events_table``): tags ``service``, ``category``,
+  ``severity``, ``name``; fields ``id``, ``message``, ``attributes`` (JSON text) and the
+  context ids that are set.
+
+Queue and failure policy (the :class:`~tsengine.instrument.Exporter` contract):
+
+* ``export_*`` only append to a bounded in-memory queue of batches (``batch_size`` rows each,
+  ``max_queue`` rows in all) under a short lock: they never block on the network and never
+  raise. When a new row would exceed ``max_queue``, the oldest batch is dropped and its rows
+  counted in ``tsengine_instrument_export_dropped_total``; audit events in a dropped batch go to
+  the tracker's spill file (``EVENTS_AUDIT_SPILL_PATH``), or, without one, are logged at ERROR
+  with their content and counted in ``tsengine_instrument_audit_events_lost_total``.
+* 5xx, 429 and connection errors are retried with exponential backoff and full jitter
+  (``Retry-After`` honoured, capped at ``max_backoff_s``); the batch stays at the head of the
+  queue meanwhile, so a server that comes back receives everything still queued.
+* any other 4xx is final: the batch is discarded, its rows counted in
+  ``tsengine_instrument_export_rejected_total`` and the first such answer logged at WARNING
+  (later ones at DEBUG), so a bad token cannot retry forever or flood the log.
+
+The server stores a request all or nothing, so one row it refuses (a label named like the
+``value`` field, a type conflict with an existing table) takes its whole batch with it.
+
+Lifecycle: construction starts nothing. ``start()`` starts one daemon thread;
+``shutdown(timeout_s)`` takes a last snapshot, flushes and stops it (idempotent).
+``flush(timeout_s)`` sends on the calling thread — do not call it on an event loop that also
+serves the target server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import math
+import random
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tsengine.instrument._event import Event, EventCategory
+from tsengine.instrument._metrics import Counter
+from tsengine.instrument._self_metrics import PREFIX
+
+if TYPE_CHECKING:
+    from tsengine.instrument._collector import DataPoint
+    from tsengine.instrument._family import MetricFamily
+    from tsengine.instrument._registry import CollectorRegistry
+    from tsengine.instrument._runtime import Telemetry
+    from tsengine.instrument._subscription import Subscription
+
+__all__ = ["HttpExporter"]
+
+log = logging.getLogger(__name__)
+
+_OK, _REJECTED, _RETRY = "ok", "rejected", "retry"
+
+
+@dataclass(slots=True)
+class _Batch:
+    rows: list[Any] = field(default_factory=list)  # dict rows or Event objects, encoded at send time
+    audit: int = 0
+    sealed: bool = False  # taken by a sender: no more rows go in
+    body: bytes | None = None
+
+
+class _Stats:
+    """Counters of one exporter: plain ints (always) mirrored into a registry (once attached)."""
+
+    NAMES = {
+        "sent": "Rows accepted by the tsengine server.",
+        "dropped": "Rows dropped from the full export queue (oldest batch first).",
+        "rejected": "Rows in batches the server refused with a 4xx other than 429 (not retried).",
+        "retries": "Failed pushes that will be retried (5xx, 429, connection errors).",
+    }
+
+    def __init__(self) -> None:
+        self.values = dict.fromkeys(self.NAMES, 0)
+        self.counters: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, registry: CollectorRegistry) -> None:
+        for key, doc in self.NAMES.items():
+            name = f"{PREFIX}_export_{key}"
+            existing = registry.get(name)
+            counter = existing if isinstance(existing, Counter) else None
+            if counter is None:
+                with contextlib.suppress(Exception):
+                    counter = Counter(f"{name}_total", doc, registry=registry)
+            if counter is not None:
+                self.counters[key] = counter
+
+    def inc(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.values[key] += n
+        counter = self.counters.get(key)
+        if counter is not None:
+            with contextlib.suppress(Exception):
+                counter.inc(n)
+
+
+class HttpExporter:
+    """Batched background push to ``{endpoint}/api/v1/import``. See the module docstring.
+
+    Args:
+        endpoint: the server's base URL, ``http://host:port`` (``https`` works too).
+        token: sent as ``Authorization: Bearer``; needs the ``write`` scope.
+        interval_s: seconds between registry snapshots and pushes.
+        max_queue: rows held in memory at most; beyond, the oldest batch is dropped.
+        batch_size: rows per request.
+        timeout_s: connect/read timeout of one request.
+        db: the target database.
+        service: the ``service`` tag on every row (default: the attached config's service name).
+        events_table: table of event rows.
+        max_backoff_s: cap of the retry delay (``Retry-After`` included).
+        registry: where the export counters are created (default: the attached telemetry's).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None = None,
+        *,
+        interval_s: float = 5.0,
+        max_queue: int = 10_000,
+        batch_size: int = 1000,
+        timeout_s: float = 5.0,
+        db: str = "default",
+        service: str | None = None,
+        events_table: str = "events",
+        max_backoff_s: float = 30.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        parsed = urllib.parse.urlsplit(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"cannot use exporter endpoint {endpoint!r}: expected http(s)://host[:port]")
+        if interval_s <= 0 or timeout_s <= 0 or max_backoff_s <= 0:
+            raise ValueError("cannot configure exporter: interval_s, timeout_s and max_backoff_s must be > 0")
+        if batch_size < 1 or max_queue < 1:
+            raise ValueError("cannot configure exporter: batch_size and max_queue must be >= 1")
+        self.endpoint = endpoint.rstrip("/")
+        self._scheme, self._host, self._port = parsed.scheme, parsed.hostname, parsed.port
+        self._path = parsed.path.rstrip("/") + "/api/v1/import?" + urllib.parse.urlencode({"db": db})
+        self.token = token
+        self.interval_s = interval_s
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.timeout_s = timeout_s
+        self.db = db
+        self.service = service
+        self.events_table = events_table
+        self.max_backoff_s = max_backoff_s
+        self.stats = _Stats()
+        self._registry: CollectorRegistry | None = None
+        self._collect: Callable[[], list[MetricFamily]] | None = None
+        self._time_ns: Callable[[], int] = time.time_ns
+        self._subscription: Subscription | None = None
+        self._spill: Callable[[list[Event]], None] | None = None
+        if registry is not None:
+            self._bind_registry(registry)
+
+        self._lock = threading.Lock()  # the queue
+        self._send_lock = threading.Lock()  # one request at a time (worker or flush)
+        self._cond = threading.Condition(threading.Lock())  # worker wake-ups
+        self._queue: deque[_Batch] = deque()
+        self._queued_rows = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._logged_rejection = False
+        self._thread: threading.Thread | None = None
+        self._wake = False
+        self._stopping = False
+        self._shut_down = False
+
+    # -- wiring ------------------------------------------------------------------------------------
+
+    def _bind_registry(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self.stats.bind(registry)
+
+    def attach(self, telemetry: Telemetry) -> None:
+        """Take snapshots of ``telemetry``'s registry and receive its events (starts no thread)."""
+        if self._registry is None:
+            self._bind_registry(telemetry.registry)
+        self._collect = telemetry.registry.collect
+        self._time_ns = telemetry.clock.time_ns
+        if self.service is None:
+            self.service = telemetry.config.service_name
+        self._spill = telemetry.events._spill
+        if self._subscription is None:
+            self._subscription = telemetry.events.subscribe(lambda ev: self.export_events((ev,)))
+
+    def detach(self) -> None:
+        """Stop receiving events (the queue is kept)."""
+        sub, self._subscription = self._subscription, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                sub.close()
+
+    def start(self) -> None:
+        """Start the daemon worker. Idempotent; a no-op after shutdown."""
+        with self._cond:
+            if self._thread is not None or self._shut_down:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="tsengine-instrument-export", daemon=True)
+            self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    # -- the Exporter protocol (never block, never raise) ------------------------------------------
+
+    def export_metrics(self, families: Sequence[MetricFamily], *, time_ns: int) -> None:
+        try:
+            service = self.service
+            rows = []
+            for fam in families:
+                for s in fam.samples:
+                    value = float(s.value)
+                    if not math.isfinite(value):
+                        continue
+                    tags = dict(s.labels)
+                    if service:
+                        tags.setdefault("service", service)
+                    rows.append({"table": s.name, "time": time_ns, "tags": tags, "fields": {"value": value}})
+            self._enqueue(rows)
+        except Exception:
+            self._internal_error("export_metrics")
+
+    def export_data_points(self, points: Sequence[DataPoint]) -> None:
+        try:
+            rows = []
+            for p in points:
+                if not math.isfinite(p.value):
+                    continue
+                tags = dict(p.labels)
+                if self.service:
+                    tags.setdefault("service", self.service)
+                rows.append({"table": p.name, "time": p.time_ns, "tags": tags, "fields": {"value": p.value}})
+            self._enqueue(rows)
+        except Exception:
+            self._internal_error("export_data_points")
+
+    def export_events(self, events: Sequence[Event]) -> None:
+        try:
+            self._enqueue(list(events))
+        except Exception:
+            self._internal_error("export_events")
+
+    def export_now(self) -> int:
+        """Enqueue a snapshot of the attached registry now; the number of rows queued in all."""
+        collect = self._collect
+        if collect is not None:
+            try:
+                families = collect()
+            except Exception:
+                self._internal_error("collect")
+            else:
+                self.export_metrics(families, time_ns=self._time_ns())
+        return self._queued_rows
+
+    def flush(self, timeout_s: float) -> bool:
+        """Send everything queued, on this thread; True if it all was accepted within ``timeout_s``.
+
+        Retryable failures are retried (with backoff) until the deadline; a 4xx batch is dropped
+        and makes the answer False.
+        """
+        deadline = time.monotonic() + timeout_s
+        all_ok = True
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._send_lock.acquire(timeout=remaining):
+                return all_ok and not self._queue
+            try:
+                batch = self._take()
+                if batch is None:
+                    return all_ok
+                outcome = self._send(batch, min(self.timeout_s, max(remaining, 0.05)))
+            finally:
+                self._send_lock.release()
+            if outcome == _RETRY:
+                delay = min(self._retry_at - time.monotonic(), deadline - time.monotonic())
+                if delay > 0:
+                    time.sleep(delay)  # the caller asked to wait; no state to poll
+                continue
+            all_ok = all_ok and outcome == _OK
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Take a last snapshot, flush, stop the worker and the event subscription. Idempotent."""
+        with self._cond:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        deadline = time.monotonic() + timeout_s
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.detach()
+        self.export_now()
+        self.flush(max(0.0, deadline - time.monotonic()))
+
+    def wake(self) -> None:
+        """Ask the worker to snapshot and push now (returns at once)."""
+        with self._cond:
+            self._retry_at = 0.0
+            self._wake = True
+            self._cond.notify_all()
+
+    # -- queue -------------------------------------------------------------------------------------
+
+    def _enqueue(self, rows: list[Any]) -> None:
+        if not rows:
+            return
+        dropped: list[_Batch] = []
+        with self._lock:
+            q = self._queue
+            for row in rows:
+                tail = q[-1] if q else None
+                if tail is None or tail.sealed or len(tail.rows) >= self.batch_size:
+                    tail = _Batch()
+                    q.append(tail)
+                tail.rows.append(row)
+                if type(row) is Event and row.category is EventCategory.AUDIT:
+                    tail.audit += 1
+                self._queued_rows += 1
+                while self._queued_rows > self.max_queue and q:
+                    old = q.popleft()
+                    self._queued_rows -= len(old.rows)
+                    dropped.append(old)
+        for batch in dropped:
+            self._drop(batch)
+
+    def _drop(self, batch: _Batch) -> None:
+        self.stats.inc("dropped", len(batch.rows))
+        if not batch.audit:
+            return
+        audit = [r for r in batch.rows if type(r) is Event and r.category is EventCategory.AUDIT]
+        spill = self._spill
+        if spill is not None:
+            # The tracker's spill file (or, without one, an ERROR log line and audit_events_lost).
+            try:
+                spill(audit)
+                return
+            except Exception:
+                self._internal_error("audit_spill")
+        for ev in audit:
+            log.error("audit event dropped from the full export queue: %s", _dumps(ev.to_dict()))
+        if self._registry is not None:
+            with contextlib.suppress(Exception):
+                self._registry.self_metrics.audit_lost.inc(len(audit))
+
+    def _take(self) -> _Batch | None:
+        with self._lock:
+            if not self._queue:
+                return None
+            batch = self._queue[0]
+            batch.sealed = True
+            return batch
+
+    def _done(self, batch: _Batch) -> None:
+        with self._lock:
+            if self._queue and self._queue[0] is batch:  # else dropped meanwhile (already counted)
+                self._queue.popleft()
+                self._queued_rows -= len(batch.rows)
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def _encode(self, batch: _Batch) -> bytes:
+        if batch.body is None:
+            lines = []
+            for row in batch.rows:
+                lines.append(_dumps(self._event_row(row) if type(row) is Event else row))
+            batch.body = ("\n".join(lines) + "\n").encode()
+        return batch.body
+
+    def _event_row(self, ev: Event) -> dict[str, Any]:
+        tags = {"category": ev.category.value, "severity": str(ev.severity), "name": ev.name}
+        if self.service:
+            tags["service"] = self.service
+        fields: dict[str, Any] = {
+            "id": ev.id,
+            "message": ev.message,
+            "attributes": json.dumps(dict(ev.attributes), default=str),
+        }
+        for key in ("user_id", "session_id", "correlation_id", "trace_id", "span_id"):
+            value = getattr(ev, key)
+            if value is not None:
+                fields[key] = str(value)
+        return {"table": self.events_table, "time": ev.time_ns, "tags": tags, "fields": fields}
+
+    def _send(self, batch: _Batch, timeout_s: float) -> str:
+        """One POST of ``batch``; updates the queue and counters; returns the outcome."""
+        try:
+            body = self._encode(batch)
+        except Exception:
+            self._internal_error("encode")
+            self._done(batch)
+            self.stats.inc("rejected", len(batch.rows))
+            return _REJECTED
+        headers = {"Content-Type": "application/x-ndjson", "User-Agent": "tsengine-instrument"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        conn = cls(self._host, self._port, timeout=timeout_s)
+        retry_after: float | None = None
+        try:
+            conn.request("POST", self._path, body=body, headers=headers)
+            resp = conn.getresponse()
+            status = resp.status
+            text = resp.read(4096)
+            retry_after = _retry_after(resp.getheader("Retry-After"))
+        except (OSError, http.client.HTTPException) as exc:
+            status, text = 0, str(exc).encode()
+        finally:
+            conn.close()
+        if 200 <= status < 300:
+            self._done(batch)
+            self.stats.inc("sent", len(batch.rows))
+            self._failures = 0
+            self._retry_at = 0.0
+            return _OK
+        if status == 429 or status >= 500 or status == 0:
+            self._failures += 1
+            self.stats.inc("retries")
+            delay = min(self.max_backoff_s, 0.5 * 2 ** min(self._failures - 1, 16))
+            delay = random.uniform(delay / 2, delay)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.max_backoff_s))
+            self._retry_at = time.monotonic() + delay
+            log.debug("export to %s failed (%s), retrying in %.2f s", self.endpoint, status or text, delay)
+            return _RETRY
+        self._done(batch)
+        self.stats.inc("rejected", len(batch.rows))
+        level = logging.DEBUG if self._logged_rejection else logging.WARNING
+        self._logged_rejection = True
+        log.log(
+            level,
+            "export to %s refused with %d, dropping %d rows (not retried): %s",
+            self.endpoint,
+            status,
+            len(batch.rows),
+            text.decode("utf-8", "replace"),
+        )
+        return _REJECTED
+
+    # -- worker ------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_snapshot = time.monotonic() + self.interval_s
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = next_snapshot if self._retry_at <= now else min(next_snapshot, self._retry_at)
+                if not self._stopping and not self._wake:
+                    self._cond.wait(max(0.0, due - now))
+                self._wake, woken = False, self._wake
+                if self._stopping:
+                    return
+            try:
+                now = time.monotonic()
+                if woken or now >= next_snapshot:
+                    self.export_now()
+                    next_snapshot = now + self.interval_s
+                if time.monotonic() >= self._retry_at:
+                    self._drain()
+            except Exception:  # the worker must survive anything
+                self._internal_error("exporter")
+
+    def _drain(self) -> None:
+        while not self._stopping:
+            with self._send_lock:
+                batch = self._take()
+                if batch is None:
+                    return
+                if self._send(batch, self.timeout_s) == _RETRY:
+                    return
+
+    def _internal_error(self, where: str) -> None:
+        log.exception("tsengine exporter failed in %s", where)
+        if self._registry is not None:
+            with contextlib.suppress(Exception):
+                self._registry.self_metrics.errors.labels("exporter").inc()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
