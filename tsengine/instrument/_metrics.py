@@ -358,7 +358,24 @@ class Gauge(Metric):
         return [Sample(self._name, labels, child._value) for labels, child in self._items()]
 
 
-class Histogram(Metric):
+class _Observing(Metric):
+    """What Histogram and Summary share: ``observe`` and ``time`` bound to the unlabelled child."""
+
+    def _bind_root(self, child: HistogramValue | SummaryValue) -> None:
+        self.observe = child.observe  # type: ignore[method-assign]
+        self.time = child.time  # type: ignore[method-assign]
+
+    def observe(self, amount: float) -> None:
+        """Record one observation (unlabelled metrics; labelled ones go through ``labels()``)."""
+        self._require_root("observe")
+
+    def time(self) -> Timer:
+        """Context manager/decorator observing the duration in seconds."""
+        self._require_root("time")
+        raise AssertionError("BUG: unreachable")
+
+
+class Histogram(_Observing):
     """Counts observations into buckets; exposes ``_bucket{le=…}``, ``_count`` and ``_sum``.
 
     Args:
@@ -415,19 +432,6 @@ class Histogram(Metric):
     def _new_child(self) -> HistogramValue:
         return HistogramValue(self._upper, self._clock)
 
-    def _bind_root(self, child: HistogramValue) -> None:
-        self.observe = child.observe  # type: ignore[method-assign]
-        self.time = child.time  # type: ignore[method-assign]
-
-    def observe(self, amount: float) -> None:
-        """Record one observation on an unlabelled histogram."""
-        self._require_root("observe")
-
-    def time(self) -> Timer:
-        """Context manager/decorator observing the duration in seconds."""
-        self._require_root("time")
-        raise AssertionError("BUG: unreachable")
-
     def _samples(self) -> list[Sample]:
         out: list[Sample] = []
         le = [format_float(b) for b in self._upper]
@@ -443,7 +447,7 @@ class Histogram(Metric):
         return out
 
 
-class Summary(Metric):
+class Summary(_Observing):
     """Count and sum of observations (``_count``, ``_sum``), as prometheus_client's Summary.
 
     Like prometheus_client's, it computes no quantiles; use a Histogram for those.
@@ -453,19 +457,6 @@ class Summary(Metric):
 
     def _new_child(self) -> SummaryValue:
         return SummaryValue(self._clock)
-
-    def _bind_root(self, child: SummaryValue) -> None:
-        self.observe = child.observe  # type: ignore[method-assign]
-        self.time = child.time  # type: ignore[method-assign]
-
-    def observe(self, amount: float) -> None:
-        """Record one observation on an unlabelled summary."""
-        self._require_root("observe")
-
-    def time(self) -> Timer:
-        """Context manager/decorator observing the duration in seconds."""
-        self._require_root("time")
-        raise AssertionError("BUG: unreachable")
 
     def _samples(self) -> list[Sample]:
         out: list[Sample] = []
