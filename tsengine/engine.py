@@ -442,7 +442,7 @@ class Engine:
         with self._lock:  # the dictionaries keep growing outside the lock
             schema = state.schema
             dict_arrays = {name: d.arrow() for name, d in state.buffer.dicts.items()}
-        data = _chunk_arrow(chunk, dict_arrays)
+        data = chunk.to_arrow(dict_arrays)
         tdir = table_dir(self.path, state.db, schema.table)
         entries = []
         for hour, part in sort_dedup_split(data, schema.tags):
@@ -608,7 +608,7 @@ class Engine:
             path = str(e.file.path(self.path, db, schema.table))
             (clean if dirty_hours.isdisjoint(e.file.hours) else dirty).append(path)
         dict_arrays = {name: d.arrow() for name, d in st.buffer.dicts.items()}
-        live = [_chunk_arrow(c, dict_arrays, c.n) for c in st.buffer.chunks if c.n]
+        live = [c.to_arrow(dict_arrays, c.n) for c in st.buffer.chunks if c.n]
         clean_live = dirty_live = None
         if live:
             if not dirty_hours:
@@ -649,7 +649,19 @@ class Engine:
         if st is None:
             raise NotFound(f"cannot read latest values: table {db}.{table} does not exist")
         if not st.buffer.latest_loaded:
-            latest_mod.load_persisted(self, st)
+            with self._lock:  # list and pin the files, as a query snapshot does
+                files = [str(e.file.path(self.path, db, table)) for e in st.manifest.files.values()]
+                sql = latest_mod.persisted_sql(st.schema, files)
+                self._readers += 1
+            try:
+                result = self.query.internal(sql) if sql else None
+            finally:
+                self.release([])
+            with self._lock:
+                if not st.buffer.latest_loaded:
+                    if result is not None and result.num_rows:
+                        latest_mod.merge(st.buffer, result)
+                    st.buffer.latest_loaded = True
         with self._lock:
             return latest_mod.build(st.buffer, where)
 
@@ -723,7 +735,3 @@ def _lock_data_dir(path: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
-
-
-def _chunk_arrow(chunk: Chunk, dict_arrays: Mapping[str, pa.Array], n: int | None = None) -> pa.Table:
-    return chunk.to_arrow(dict_arrays, n)

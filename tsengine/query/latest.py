@@ -9,77 +9,45 @@ engine opened are read once per table, on first use, from the Parquet files (one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from tsengine.model.batch import FieldType
+from tsengine.model.schema import TableSchema
 from tsengine.query.views import list_literal, quote_ident
 from tsengine.write.buffer import INT64_MIN, TableBuffer, TagDictionary, _numpy_of
 
-if TYPE_CHECKING:
-    from tsengine.engine import Engine, TableState
-
-__all__ = ["build", "load_persisted"]
+__all__ = ["build", "merge", "persisted_sql"]
 
 
-def load_persisted(engine: Engine, st: TableState) -> None:
-    """Merge the latest values of the persisted files into the buffer (once per table)."""
-    with engine._lock:
-        schema = st.schema
-        files = [str(e.file.path(engine.path, st.db, schema.table)) for e in st.manifest.files.values()]
-        engine._readers += 1
-    try:
-        result = None
-        if files and schema.fields:
-            tags = [quote_ident(t) for t in schema.tags]
-            aggs = []
-            for name in schema.fields:
-                q = quote_ident(name)
-                cast = f"CAST({q} AS DOUBLE)" if schema.fields[name].value == "float" else q
-                aggs.append(f"max(time) FILTER (WHERE {q} IS NOT NULL) AS {quote_ident('__t_' + name)}")
-                aggs.append(f"arg_max({cast}, time) FILTER (WHERE {q} IS NOT NULL) AS {q}")
-            cols = ", ".join([*tags, *aggs])
-            group = f" GROUP BY {', '.join(tags)}" if tags else ""
-            sql = f"SELECT {cols} FROM read_parquet({list_literal(files)}, union_by_name=true){group}"
-            result = engine.query.internal(sql)
-    finally:
-        engine.release([])
-    with engine._lock:
-        if st.buffer.latest_loaded:
-            return
-        if result is not None and result.num_rows:
-            _merge(st.buffer, result)
-        st.buffer.latest_loaded = True
+def persisted_sql(schema: TableSchema, files: list[str]) -> str | None:
+    """One grouped scan giving, per series and field, the latest time and value in ``files``."""
+    if not files or not schema.fields:
+        return None
+    tags = [quote_ident(t) for t in schema.tags]
+    aggs = []
+    for name, ftype in schema.fields.items():
+        q = quote_ident(name)
+        cast = f"CAST({q} AS DOUBLE)" if ftype is FieldType.FLOAT else q
+        aggs.append(f"max(time) FILTER (WHERE {q} IS NOT NULL) AS {quote_ident('__t_' + name)}")
+        aggs.append(f"arg_max({cast}, time) FILTER (WHERE {q} IS NOT NULL) AS {q}")
+    group = f" GROUP BY {', '.join(tags)}" if tags else ""
+    source = f"read_parquet({list_literal(files)}, union_by_name=true)"
+    return f"SELECT {', '.join([*tags, *aggs])} FROM {source}{group}"
 
 
-def _merge(buf: TableBuffer, result: pa.Table) -> None:
-    """Fold persisted latest values into the buffer; newer in-memory samples win."""
-    tag_names = buf.schema.tags
+def merge(buf: TableBuffer, result: pa.Table) -> None:
+    """Fold persisted latest values into the buffer; samples written since open win ties."""
     n = result.num_rows
     codes = []
-    for t in tag_names:
+    for t in buf.schema.tags:
         d = buf.dicts.setdefault(t, TagDictionary())
         col = result.column(t).to_pylist() if t in result.column_names else [None] * n
-        new = sorted({v for v in col if v is not None and v not in d.index})
-        d.add(new)
+        d.add(sorted({v for v in col if v is not None and v not in d.index}))
         codes.append([-1 if v is None else d.index[v] for v in col])
-    sids = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        key = tuple(c[i] for c in codes)
-        end = len(key)
-        while end and key[end - 1] == -1:
-            end -= 1
-        key = key[:end]
-        s = buf.series.get(key)
-        if s is None:
-            s = buf.series[key] = len(buf.series)
-        sids[i] = s
-    size = max(len(buf.series), len(buf.series_max_ns))
-    if size > len(buf.series_max_ns):
-        buf.series_max_ns = np.concatenate(
-            [buf.series_max_ns, np.full(size - len(buf.series_max_ns), INT64_MIN, np.int64)]
-        )
+    sids = np.array([buf.sid_of(tuple(c[i] for c in codes)) for i in range(n)], dtype=np.int64)
     for name, ftype in buf.schema.fields.items():
         if name not in result.column_names:
             continue
@@ -89,19 +57,7 @@ def _merge(buf: TableBuffer, result: pa.Table) -> None:
             continue
         ts = ts_col.cast(pa.timestamp("ns")).view(pa.int64()).fill_null(INT64_MIN).to_numpy()
         vals, _ = _numpy_of(result.column(name).combine_chunks().cast(ftype.arrow_type), ftype)
-        cur_ts = buf.latest_ns.get(name)
-        if cur_ts is None or len(cur_ts) < size:
-            old_ts, old_val = cur_ts, buf.latest_val.get(name)
-            cur_ts = np.full(size, INT64_MIN, dtype=np.int64)
-            dtype = vals.dtype if ftype.value != "string" else object
-            cur_val = np.empty(size, dtype=dtype) if dtype is not object else np.full(size, None)
-            if old_ts is not None and old_val is not None:
-                cur_ts[: len(old_ts)] = old_ts
-                cur_val[: len(old_val)] = old_val
-            buf.latest_ns[name], buf.latest_val[name] = cur_ts, cur_val
-        take = valid & (ts > cur_ts[sids])
-        buf.latest_ns[name][sids[take]] = ts[take]
-        buf.latest_val[name][sids[take]] = vals[take]
+        buf.merge_latest(name, ftype, sids[valid], ts[valid], vals[valid], ties_win=False)
 
 
 def build(buf: TableBuffer, where: Mapping[str, Any] | None) -> pa.Table:

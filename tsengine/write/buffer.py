@@ -373,42 +373,64 @@ class TableBuffer:
         return None
 
     def apply(self, plan: Plan, chunk: Chunk, seq: int) -> None:
-        for name, values in plan.new_tag_values.items():
-            self.dicts.setdefault(name, TagDictionary()).add(values)
+        for name, new_values in plan.new_tag_values.items():
+            self.dicts.setdefault(name, TagDictionary()).add(new_values)
         for key in plan.new_series:
             self.series[key] = len(self.series)
+        self._grow_series_arrays()
+        sids, bmax = plan.series_max
+        self.series_max_ns[sids] = np.maximum(self.series_max_ns[sids], bmax)
+        chunk.append(plan, seq)
+        for name, (sids, rows) in plan.latest.items():
+            ftype, field_values, _valid = plan.fields[name]
+            self.merge_latest(name, ftype, sids, plan.time[rows], field_values[rows], ties_win=True)
+
+    def sid_of(self, key: tuple[int, ...]) -> int:
+        """The series id of a tag-code key, registering a new series (outside a write plan)."""
+        key = _strip(key)
+        sid = self.series.get(key)
+        if sid is None:
+            sid = self.series[key] = len(self.series)
+            self._grow_series_arrays()
+        return sid
+
+    def _grow_series_arrays(self) -> None:
         if len(self.series) > len(self.series_max_ns):
             grow = max(len(self.series), 2 * len(self.series_max_ns))
             self.series_max_ns = np.concatenate(
                 [self.series_max_ns, np.full(grow - len(self.series_max_ns), INT64_MIN, np.int64)]
             )
-        sids, bmax = plan.series_max
-        self.series_max_ns[sids] = np.maximum(self.series_max_ns[sids], bmax)
-        chunk.append(plan, seq)
-        self._update_latest(plan)
 
-    def _update_latest(self, plan: Plan) -> None:
+    def merge_latest(
+        self,
+        name: str,
+        ftype: FieldType,
+        sids: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        *,
+        ties_win: bool,
+    ) -> None:
+        """Take ``values`` as the latest of field ``name`` where their time is newer (or equal,
+        with ``ties_win``: a later write of the same instant wins)."""
         size = len(self.series_max_ns)
-        for name, (sids, rows) in plan.latest.items():
-            ts = self.latest_ns.get(name)
-            ftype = plan.fields[name][0]
-            if ts is None or len(ts) < size:
-                old_ts, old_val = ts, self.latest_val.get(name)
-                ts = np.full(size, INT64_MIN, dtype=np.int64)
-                dtype = _NUMPY_OF[ftype]
-                val = np.empty(size, dtype=dtype) if dtype is not object else np.full(size, None)
-                if old_ts is not None and old_val is not None:
-                    ts[: len(old_ts)] = old_ts
-                    val[: len(old_val)] = old_val
-                self.latest_ns[name], self.latest_val[name] = ts, val
-            new_ts = plan.time[rows]
-            newer = new_ts >= ts[sids]
-            if newer.all():
-                ts[sids] = new_ts
-                self.latest_val[name][sids] = plan.fields[name][1][rows]
-            elif newer.any():
-                ts[sids[newer]] = new_ts[newer]
-                self.latest_val[name][sids[newer]] = plan.fields[name][1][rows[newer]]
+        cur = self.latest_ns.get(name)
+        if cur is None or len(cur) < size:
+            old_ts, old_val = cur, self.latest_val.get(name)
+            cur = np.full(size, INT64_MIN, dtype=np.int64)
+            dtype = _NUMPY_OF[ftype]
+            val = np.empty(size, dtype=dtype) if dtype is not object else np.full(size, None)
+            if old_ts is not None and old_val is not None:
+                cur[: len(old_ts)] = old_ts
+                val[: len(old_val)] = old_val
+            self.latest_ns[name], self.latest_val[name] = cur, val
+        newer = ts >= cur[sids] if ties_win else ts > cur[sids]
+        if newer.all():
+            cur[sids] = ts
+            self.latest_val[name][sids] = values
+        elif newer.any():
+            cur[sids[newer]] = ts[newer]
+            self.latest_val[name][sids[newer]] = values[newer]
 
     def series_keys(self) -> list[tuple[int, ...]]:
         """Series keys in sid order."""
