@@ -123,11 +123,11 @@ class EngineModel(RuleBasedStateMachine):
     def reads_back_the_model(self) -> None:
         for table, store in self.model.items():
             schema = self.engine.schema(table)
-            got_tbl = self.engine.sql(f'SELECT * FROM "{table}"')
+            got_tbl = self.engine.sql(f'SELECT * EXCLUDE (time), epoch_ns(time) AS "time" FROM "{table}"')
             got: dict[tuple, dict] = {}
             for r in got_tbl.to_pylist():
                 tags = frozenset((t, r[t]) for t in schema.tags if r[t] is not None)
-                key = (tags, r["time"].value if hasattr(r["time"], "value") else _ns(r["time"]))
+                key = (tags, r["time"])
                 assert key not in got, f"duplicate row for {key} in {table}"
                 got[key] = {f: _bits(r[f]) for f in schema.fields if r[f] is not None}
             want = {
@@ -138,13 +138,6 @@ class EngineModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.engine.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _ns(dt) -> int:
-    import datetime as _dt
-
-    delta = dt.replace(tzinfo=_dt.UTC) - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 EngineModel.TestCase.settings = settings(
