@@ -22,17 +22,22 @@ venv: $(STAMP) ## create .venv and install tsengine with test and dev extras
 run: $(STAMP) ## start tsengine on embedded defaults with data in ./data
 	$(VENV)/bin/tsengine run --data $(DATA)
 
-test: $(STAMP) ## run the test suite (installs Prometheus, a real peer of the tests, when it can)
-	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		prometheus >/dev/null 2>&1; } \
-		|| echo "Prometheus is not installed (apt-get install prometheus): its peer tests will skip"
+# Real peers of the tests and benchmarks, from Debian packages, installed when missing and root.
+define apt_install
+	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
+	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends $$missing >/dev/null 2>&1; } \
+		|| echo "not installed (apt-get install$$missing): the tests that need them will skip"
+endef
+
+test: $(STAMP) ## run the test suite (installs Prometheus and Alertmanager, real peers of the tests)
+	$(call apt_install,promtool:prometheus prometheus-alertmanager:prometheus-alertmanager)
 	$(PY) -m pytest -q
 
 bench: $(STAMP) ## run the benchmarks and print the figures (see benchmarks/RESULTS.md)
-	@command -v victoria-metrics >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && apt-get install -y -qq victoria-metrics >/dev/null 2>&1; } \
-		|| echo "VictoriaMetrics is not installed (apt-get install victoria-metrics): measuring tsengine alone"
+	$(call apt_install,victoria-metrics:victoria-metrics wrk:wrk)
 	$(PY) -m benchmarks.run
 
 lint: $(STAMP) ## ruff check + format check, mypy

@@ -2,7 +2,8 @@
 
 The caller owns the engine (opens it before, closes it after the app has shut down); the app
 owns its background work through ``cleanup_ctx``: the bounded worker pools every engine call
-runs on (:mod:`server.keys`), and the psutil sampler of the self-metrics. On shutdown the app
+runs on (:mod:`server.keys`), the background scheduler (:mod:`server.scheduler`) and the psutil
+sampler of the self-metrics. On shutdown the app
 first marks itself draining (new writes get 503, ``/health`` says so), aiohttp then lets
 in-flight requests finish, and the cleanup context shuts the pools down after the last of them.
 
@@ -30,10 +31,12 @@ from server.keys import (
     EXECUTORS_KEY,
     METRICS_KEY,
     POOLS,
+    SCHEDULER_KEY,
     STARTED_KEY,
     WRITE_SLOTS_KEY,
 )
-from server.routes import federate, health, imports, influx, metrics, otlp, prometheus, sql
+from server.routes import federate, health, imports, influx, metrics, otlp, prometheus, sql, tasks
+from server.scheduler import Scheduler
 from server.selfmetrics import ServerMetrics
 
 if TYPE_CHECKING:
@@ -44,7 +47,12 @@ __all__ = ["create_app"]
 
 async def _worker_pools(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
-    sizes = {"ingest": config.worker_threads, "query": config.query_workers, "control": 1}
+    sizes = {
+        "ingest": config.worker_threads,
+        "query": config.query_workers,
+        "control": 1,
+        "background": config.background_workers,
+    }
     pools = {
         name: ThreadPoolExecutor(max_workers=sizes[name], thread_name_prefix=f"tsengine-{name}")
         for name in POOLS
@@ -54,6 +62,14 @@ async def _worker_pools(app: web.Application) -> AsyncIterator[None]:
     # Requests have finished by now; join the threads without holding up the loop.
     for pool in pools.values():
         await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True)
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    scheduler = app[SCHEDULER_KEY]
+    scheduler.executor = app[EXECUTORS_KEY]["background"]
+    await scheduler.start()
+    yield
+    await scheduler.stop()
 
 
 async def _process_sampler(app: web.Application) -> AsyncIterator[None]:
@@ -88,9 +104,11 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Applic
     app[STARTED_KEY] = time.monotonic()
     app[DRAINING_KEY] = asyncio.Event()
     app[WRITE_SLOTS_KEY] = asyncio.Semaphore(config.max_concurrent_writes)
+    app[SCHEDULER_KEY] = Scheduler(registry=app[METRICS_KEY].registry, jitter=config.task_jitter)
     app.cleanup_ctx.append(_worker_pools)
+    app.cleanup_ctx.append(_scheduler)
     app.cleanup_ctx.append(_process_sampler)
     app.on_shutdown.append(_mark_draining)
-    for group in (influx, prometheus, otlp, imports, sql, federate, health, metrics):
+    for group in (influx, prometheus, otlp, imports, sql, federate, health, metrics, tasks):
         app.router.add_routes(group.ROUTES)
     return app

@@ -113,10 +113,22 @@ class ServerConfig:
     process_sample_interval_s: float = 5.0
     #: Seconds in-flight requests get to finish on shutdown.
     shutdown_timeout_s: float = 30.0
+    #: Threads of the pool the scheduler's background tasks run on.
+    background_workers: int = 2
+    #: Fraction of each task interval added or removed at random (0..0.5).
+    task_jitter: float = 0.1
     #: Engine settings (``tsengine.settings.Settings`` field names) from a config file.
     engine: Mapping[str, Any] = field(default_factory=dict)
+    #: Background task settings (``intervals: {task_name: seconds}``, ...) from a config file.
+    tasks: Mapping[str, Any] = field(default_factory=dict)
+    #: Alerting settings (rules file, channels, routes) from a config file; see docs/alerting.md.
+    alerting: Mapping[str, Any] = field(default_factory=dict)
+    #: Retention, downsampling, archival and storage-budget settings from a config file.
+    storage: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.task_jitter <= 0.5:
+            raise InvalidInput(f"cannot use setting task_jitter={self.task_jitter!r}: must be 0..0.5")
         if not 0 <= self.port <= 65535:
             raise InvalidInput(f"cannot use setting port={self.port!r}: must be 0..65535")
         for name in (
@@ -131,6 +143,7 @@ class ServerConfig:
             "worker_threads",
             "query_workers",
             "max_concurrent_writes",
+            "background_workers",
         ):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"cannot use setting {name}={getattr(self, name)!r}: must be >= 1")
@@ -168,7 +181,7 @@ class ServerConfig:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             key = _ENV_PREFIX + f.name.upper()
-            if f.name == "engine" or key not in env:
+            if f.name in _SECTIONS or key not in env:
                 continue
             raw = env[key]
             if f.name == "tokens":
@@ -193,9 +206,9 @@ class ServerConfig:
             where = f"{source}: {key}"
             if key == "tokens":
                 values[key] = _tokens_from_list(raw, where)
-            elif key == "engine":
+            elif key in _SECTIONS:
                 if not isinstance(raw, Mapping):
-                    raise InvalidInput(f"cannot read {where}: must be a mapping of engine settings")
+                    raise InvalidInput(f"cannot read {where}: must be a mapping of {key} settings")
                 values[key] = dict(raw)
             else:
                 default = getattr(defaults, key)
@@ -209,6 +222,8 @@ class ServerConfig:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+#: Fields that are nested mappings, read from a config file only (each owner parses its own).
+_SECTIONS = frozenset({"engine", "tasks", "alerting", "storage"})
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> ServerConfig:

@@ -1,12 +1,13 @@
 """Typed application state (``web.AppKey``) and the one way handlers run blocking work.
 
 The app factory fills these keys; routes read them. :func:`run_blocking` is how every engine
-call (parse, write, SQL, stats) leaves the event loop. It runs on one of three bounded thread
+call (parse, write, SQL, stats) leaves the event loop. It runs on one of four bounded thread
 pools, created and shut down by the app's ``cleanup_ctx`` and kept apart so that one kind of
 work cannot starve another: ``ingest`` (decode, parse, write; ``worker_threads``), ``query``
 (SQL, which may run up to ``query_timeout_s``; ``query_workers``) and ``control`` (engine
 statistics for ``/health/telemetry`` and ``/metrics``: one thread, so a scrape still answers
-while writes and queries are busy).
+while writes and queries are busy) and ``background`` (the scheduler's periodic tasks:
+alert evaluation, analysis, retention and archival; two threads).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from server.config import ServerConfig
+    from server.scheduler import Scheduler
     from server.selfmetrics import ServerMetrics
     from tsengine.engine import Engine
 
@@ -31,6 +33,7 @@ __all__ = [
     "EXECUTORS_KEY",
     "METRICS_KEY",
     "POOLS",
+    "SCHEDULER_KEY",
     "STARTED_KEY",
     "WRITE_SLOTS_KEY",
     "run_blocking",
@@ -41,9 +44,11 @@ T = TypeVar("T")
 ENGINE_KEY: web.AppKey[Engine] = web.AppKey("engine")
 CONFIG_KEY: web.AppKey[ServerConfig] = web.AppKey("config")
 METRICS_KEY: web.AppKey[ServerMetrics] = web.AppKey("metrics")
-#: The worker pools by name: "ingest", "query", "control".
+#: The worker pools by name: "ingest", "query", "control", "background".
 EXECUTORS_KEY: web.AppKey[dict[str, ThreadPoolExecutor]] = web.AppKey("executors")
-POOLS = ("ingest", "query", "control")
+POOLS = ("ingest", "query", "control", "background")
+#: The background scheduler (:mod:`server.scheduler`): periodic tasks, run on "background".
+SCHEDULER_KEY: web.AppKey[Scheduler] = web.AppKey("scheduler")
 #: Monotonic second the app started (for /health/telemetry's uptime).
 STARTED_KEY: web.AppKey[float] = web.AppKey("started")
 #: Set when shutdown begins: writes get 503 from then on.

@@ -4,7 +4,8 @@
 during shutdown. ``/health/telemetry`` adds the engine's statistics (tables, buffer fill, WAL
 last sequence, Parquet files and bytes), the server's uptime and configuration limits, and the
 latest psutil sample of the process (taken in the background, never on this request).
-Both are public: they expose no stored data.
+``tasks`` is the background scheduler's state per task (last start, duration, result, error,
+next run). Both are public: they expose no stored data.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from server.keys import CONFIG_KEY, DRAINING_KEY, ENGINE_KEY, METRICS_KEY, STARTED_KEY, run_blocking
+from server.keys import (
+    CONFIG_KEY,
+    DRAINING_KEY,
+    ENGINE_KEY,
+    METRICS_KEY,
+    SCHEDULER_KEY,
+    STARTED_KEY,
+    run_blocking,
+)
 
 __all__ = ["ROUTES"]
 
@@ -61,6 +70,7 @@ async def telemetry(request: web.Request) -> web.StreamResponse:
                 "writes_in_flight": int(sm.writes_in_flight.get()),
                 "writes_waiting": int(sm.writes_waiting.get()),
             },
+            "tasks": app[SCHEDULER_KEY].status(),
             "process": {
                 "samples": process.samples,
                 "last_error": process.last_error,

@@ -1,0 +1,37 @@
+"""Background tasks: ``GET /api/v1/tasks`` (read) and ``POST /api/v1/tasks/{name}/run`` (admin).
+
+The list shows every task the scheduler knows (:mod:`server.scheduler`) with its interval, last
+start, duration, result, error and next run. ``run`` starts the task now — after a run already
+in progress, never alongside it — waits for it and answers with its state; a task that fails
+answers 500 with the error (the failure is recorded like a scheduled one).
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from server.auth import requires
+from server.keys import SCHEDULER_KEY
+
+__all__ = ["ROUTES"]
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+@requires("read")
+async def list_tasks(request: web.Request) -> web.StreamResponse:
+    return _json({"tasks": request.app[SCHEDULER_KEY].status()})
+
+
+@requires("admin")
+async def run_task(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    state = await request.app[SCHEDULER_KEY].run_now(name)
+    body = {"task": name, **state.to_dict()}
+    return _json(body, status=500 if state.last_error else 200)
+
+
+ROUTES = [web.get("/api/v1/tasks", list_tasks), web.post("/api/v1/tasks/{name}/run", run_task)]
