@@ -35,7 +35,7 @@ from typing import Any
 from tsengine.errors import InvalidInput, NotFound
 from tsengine.instrument import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["DEFAULT_INTERVALS", "Scheduler", "TaskState", "UnknownTask"]
+__all__ = ["DEFAULT_INTERVALS", "Scheduler", "TaskState", "UnknownTask", "interval_for"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,51 @@ DEFAULT_INTERVALS: Mapping[str, float] = {
     "event_aggregation": 900.0,
     "cleanup": 1800.0,
 }
+
+
+
+def interval_for(tasks_config: Mapping[str, Any], name: str) -> float:
+    """Seconds between runs of task ``name``: ``tasks.intervals.<name>`` from the server's config
+    file (a number of seconds or a duration such as ``"5m"``), else :data:`DEFAULT_INTERVALS`.
+    0 means "only on demand".
+
+    Raises:
+        InvalidInput: the configured value is not a non-negative duration.
+    """
+    intervals = tasks_config.get("intervals", {}) or {}
+    if not isinstance(intervals, Mapping):
+        raise InvalidInput("cannot read config tasks.intervals: must be a mapping of task name to seconds")
+    raw = intervals.get(name, DEFAULT_INTERVALS.get(name, 0.0))
+    seconds = _duration_s(raw)
+    if seconds is None or seconds < 0:
+        raise InvalidInput(
+            f"cannot read config tasks.intervals.{name}={raw!r}: must be seconds or a duration like '5m'"
+        )
+    return seconds
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration_s(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, str):
+        text = raw.strip()
+        for unit in ("ms", "s", "m", "h", "d"):
+            if text.endswith(unit):
+                try:
+                    return float(text[: -len(unit)]) * _UNITS[unit]
+                except ValueError:
+                    return None
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
 
 _DURATION_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0)
 
