@@ -9,7 +9,7 @@ Middleware overhead is measured in-process (no sockets): the same FastAPI app ca
 its ASGI interface with and without the middleware, with an empty pure ASGI middleware (the
 floor) and with a ``BaseHTTPMiddleware`` doing nothing (what ``@app.middleware`` costs); for
 aiohttp, the middleware wrapped around a trivial handler with a mocked request. The
-wrk-driven per-request figures of issue 4 are not measured here. In-process figures on a
+wrk-driven per-request figures over real HTTP are in ``bench_middleware``. In-process figures on a
 shared machine are noisy: compare the variants of one run, not runs.
 """
 

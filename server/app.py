@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from server import cleanup as storage_lifecycle
+from server.alerting import setup_alerting
 from server.auth import auth_middleware, check_bind
 from server.config import ServerConfig
 from server.errors import boundary_middleware
@@ -33,11 +35,16 @@ from server.keys import (
     POOLS,
     SCHEDULER_KEY,
     STARTED_KEY,
+    TRACE_DECODER_KEY,
+    TRACE_HUB_KEY,
     WRITE_SLOTS_KEY,
 )
-from server.routes import federate, health, imports, influx, metrics, otlp, prometheus, sql, tasks
+from server.routes import federate, health, imports, influx, metrics, otlp, prometheus, sql, tasks, traces
+from server.routes.reports import install as install_analysis
 from server.scheduler import Scheduler
 from server.selfmetrics import ServerMetrics
+from server.tracing.decoder import SpanDecoder, default_processes
+from server.tracing.hub import SpanHub
 
 if TYPE_CHECKING:
     from tsengine.engine import Engine
@@ -79,8 +86,16 @@ async def _process_sampler(app: web.Application) -> AsyncIterator[None]:
     await asyncio.get_running_loop().run_in_executor(None, sampler.stop)
 
 
+async def _span_decoder(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await asyncio.get_running_loop().run_in_executor(None, app[TRACE_DECODER_KEY].close)
+
+
 async def _mark_draining(app: web.Application) -> None:
     app[DRAINING_KEY].set()
+    # Span streams never end by themselves; end them so that aiohttp's wait for in-flight
+    # requests is not spent on them.
+    app[TRACE_HUB_KEY].close()
 
 
 def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Application:
@@ -102,13 +117,22 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Applic
     )
     engine.observer = app[METRICS_KEY]  # WAL append/fsync and persist timings
     app[STARTED_KEY] = time.monotonic()
+    app[TRACE_HUB_KEY] = SpanHub()
+    procs = config.span_decode_processes
+    app[TRACE_DECODER_KEY] = SpanDecoder(processes=default_processes() if procs < 0 else procs)
     app[DRAINING_KEY] = asyncio.Event()
     app[WRITE_SLOTS_KEY] = asyncio.Semaphore(config.max_concurrent_writes)
-    app[SCHEDULER_KEY] = Scheduler(registry=app[METRICS_KEY].registry, jitter=config.task_jitter)
+    app[SCHEDULER_KEY] = Scheduler(
+        registry=app[METRICS_KEY].registry, jitter=config.task_jitter, clock=engine.clock
+    )
     app.cleanup_ctx.append(_worker_pools)
     app.cleanup_ctx.append(_scheduler)
     app.cleanup_ctx.append(_process_sampler)
+    app.cleanup_ctx.append(_span_decoder)
     app.on_shutdown.append(_mark_draining)
-    for group in (influx, prometheus, otlp, imports, sql, federate, health, metrics, tasks):
+    for group in (influx, prometheus, otlp, imports, sql, federate, health, metrics, tasks, traces):
         app.router.add_routes(group.ROUTES)
+    storage_lifecycle.install(app)  # the cleanup task, retention/storage admin routes
+    install_analysis(app)  # the analysis tasks and the report routes (server.analysis)
+    setup_alerting(app)  # the alert_evaluation task, the rule/alert/silence routes (server.alerting)
     return app

@@ -113,6 +113,9 @@ class ServerConfig:
     process_sample_interval_s: float = 5.0
     #: Seconds in-flight requests get to finish on shutdown.
     shutdown_timeout_s: float = 30.0
+    #: Child processes that decode OTLP trace bodies (pure-Python protobuf work kept off the
+    #: server's GIL); 0 decodes in the ingest worker; -1 picks for the machine (2 with >1 core).
+    span_decode_processes: int = -1
     #: Threads of the pool the scheduler's background tasks run on.
     background_workers: int = 2
     #: Fraction of each task interval added or removed at random (0..0.5).
@@ -127,6 +130,10 @@ class ServerConfig:
     storage: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.span_decode_processes < -1:
+            raise InvalidInput(
+                f"cannot use setting span_decode_processes={self.span_decode_processes!r}: must be >= -1"
+            )
         if not 0 <= self.task_jitter <= 0.5:
             raise InvalidInput(f"cannot use setting task_jitter={self.task_jitter!r}: must be 0..0.5")
         if not 0 <= self.port <= 65535:
@@ -188,6 +195,13 @@ class ServerConfig:
                 values["tokens"] = _tokens_from_env(raw, key)
             else:
                 values[f.name] = _coerce(getattr(base, f.name), raw, key)
+        if "ALERTS_MAX_ALERTS" in env:  # the SDK's variable, honoured by the server's alert manager too
+            raw = env["ALERTS_MAX_ALERTS"]
+            try:
+                max_alerts = int(raw)
+            except ValueError:
+                raise InvalidInput(f"cannot use ALERTS_MAX_ALERTS={raw!r}: must be an integer") from None
+            values["alerting"] = {**base.alerting, "max_alerts": max_alerts}
         try:
             return dataclasses.replace(base, **values)
         except InvalidInput as exc:

@@ -21,20 +21,28 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from server.alerting.service import AlertService
     from server.config import ServerConfig
     from server.scheduler import Scheduler
     from server.selfmetrics import ServerMetrics
+    from server.tracing.decoder import SpanDecoder
+    from server.tracing.hub import SpanHub
     from tsengine.engine import Engine
+    from tsengine.lifecycle import Lifecycle
 
 __all__ = [
+    "ALERTING_KEY",
     "CONFIG_KEY",
     "DRAINING_KEY",
     "ENGINE_KEY",
     "EXECUTORS_KEY",
+    "LIFECYCLE_KEY",
     "METRICS_KEY",
     "POOLS",
     "SCHEDULER_KEY",
     "STARTED_KEY",
+    "TRACE_DECODER_KEY",
+    "TRACE_HUB_KEY",
     "WRITE_SLOTS_KEY",
     "run_blocking",
 ]
@@ -49,12 +57,20 @@ EXECUTORS_KEY: web.AppKey[dict[str, ThreadPoolExecutor]] = web.AppKey("executors
 POOLS = ("ingest", "query", "control", "background")
 #: The background scheduler (:mod:`server.scheduler`): periodic tasks, run on "background".
 SCHEDULER_KEY: web.AppKey[Scheduler] = web.AppKey("scheduler")
+#: Retention, downsampling, archival and budget (:mod:`server.cleanup`); set at startup.
+LIFECYCLE_KEY: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 #: Monotonic second the app started (for /health/telemetry's uptime).
 STARTED_KEY: web.AppKey[float] = web.AppKey("started")
 #: Set when shutdown begins: writes get 503 from then on.
 DRAINING_KEY: web.AppKey[asyncio.Event] = web.AppKey("draining")
 #: Admission of write requests (``ServerConfig.max_concurrent_writes`` slots).
 WRITE_SLOTS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("write_slots")
+#: The alert manager (:mod:`server.alerting`): rules, alerts, silences, notifications.
+ALERTING_KEY: web.AppKey[AlertService] = web.AppKey("alerting")
+#: Fan-out of stored spans to ``GET /api/v1/traces/stream`` clients (:mod:`server.tracing.hub`).
+TRACE_HUB_KEY: web.AppKey[SpanHub] = web.AppKey("trace_hub")
+#: Where ``POST /v1/traces`` bodies are decoded (:mod:`server.tracing.decoder`); closed by cleanup.
+TRACE_DECODER_KEY: web.AppKey[SpanDecoder] = web.AppKey("trace_decoder")
 
 
 async def run_blocking(request: web.Request, pool: str, func: Callable[..., T], *args: Any) -> T:

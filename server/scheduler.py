@@ -1,41 +1,63 @@
 """The server's one background scheduler: named periodic tasks on the event loop.
 
-A task is a plain callable that returns a JSON-able result (a dict of counts, usually). It runs
-on the app's ``control`` pool unless it is a coroutine function (then on the loop), so blocking
-engine work never stalls request handling. Rules, in the order an operator relies on them:
+Who calls it: the app factory builds one (``app[SCHEDULER_KEY]``) and starts/stops it from its
+``cleanup_ctx``; feature modules register their tasks with :meth:`Scheduler.add`;
+``POST /api/v1/tasks/{name}/run`` (and so ``tsengine task run NAME``) calls
+:meth:`Scheduler.run_now`; ``/health/telemetry`` and ``GET /api/v1/tasks`` read
+:meth:`Scheduler.status`.
 
-- **Never overlaps itself.** Each task has a lock; a periodic run and ``run_now`` (the
-  ``POST /api/v1/tasks/{name}/run`` endpoint, ``tsengine task run NAME``) take turns.
+A task is a plain callable that returns a JSON-able result (a dict of counts, usually). It runs
+on the executor the app gives (the ``background`` pool) unless it is a coroutine function (then
+on the loop, so it must not block), so blocking engine work never stalls request handling.
+Rules, in the order an operator relies on them:
+
+- **Never overlaps itself.** Each task has a lock; a periodic run and ``run_now`` take turns: a
+  ``run_now`` that arrives during a periodic run waits for it, then runs.
 - **Isolated failures.** An exception is logged with its traceback, recorded as the task's
   ``last_error`` and counted in ``tsengine_task_runs_total{result="error"}``; the task runs again
   at its next interval and the other tasks never notice.
 - **Jitter.** Each wait is ``interval * (1 ± jitter)`` (default ±10%) so that tasks with equal
   intervals, or many servers, do not fire in lock step. The first run is one (jittered)
   interval after start unless the task asks for ``run_at_start``.
+- **Clean stop.** :meth:`Scheduler.stop` cancels the waits and then waits for every run in
+  progress (periodic or on demand) to finish: a run is its own asyncio task, shielded from the
+  cancellation of whoever awaits it, so its thread is never abandoned while the app tears the
+  engine down.
 
-State per task (last start, duration, result, error, next run, run and failure counts) is in
-:meth:`Scheduler.status` (shown by ``/health/telemetry``) and as metrics in the server's registry:
+Times (``last_start``, ``next_run``) are epoch seconds from the injected clock (the engine's,
+so tests drive it with :class:`tsengine.clock.ManualClock`); waits go through the injected
+``sleep`` (``asyncio.sleep``; tests pass one they release by hand). Durations are measured.
+
+State per task is in :meth:`Scheduler.status` and as metrics in the server's registry:
 ``tsengine_task_runs_total{task,result}``, ``tsengine_task_duration_seconds{task}``,
-``tsengine_task_last_success_timestamp_seconds{task}``.
+``tsengine_task_last_success_timestamp_seconds{task}``,
+``tsengine_task_last_start_timestamp_seconds{task}``,
+``tsengine_task_last_duration_seconds{task}``, ``tsengine_task_last_run_failed{task}`` (1 when
+the last run raised) and ``tsengine_task_next_run_timestamp_seconds{task}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from tsengine.clock import Clock, SystemClock
 from tsengine.errors import InvalidInput, NotFound
 from tsengine.instrument import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["DEFAULT_INTERVALS", "Scheduler", "TaskState", "UnknownTask", "interval_for"]
+__all__ = ["DEFAULT_INTERVALS", "Scheduler", "TaskState", "UnknownTask", "interval_for", "parse_duration_s"]
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +72,26 @@ DEFAULT_INTERVALS: Mapping[str, float] = {
 }
 
 
-
 def interval_for(tasks_config: Mapping[str, Any], name: str) -> float:
     """Seconds between runs of task ``name``: ``tasks.intervals.<name>`` from the server's config
     file (a number of seconds or a duration such as ``"5m"``), else :data:`DEFAULT_INTERVALS`.
     0 means "only on demand".
 
     Raises:
-        InvalidInput: the configured value is not a non-negative duration.
+        InvalidInput: ``tasks.intervals`` is not a mapping, names a task the server does not
+            know, or a value is not a finite non-negative duration; the message names the key.
     """
     intervals = tasks_config.get("intervals", {}) or {}
     if not isinstance(intervals, Mapping):
         raise InvalidInput("cannot read config tasks.intervals: must be a mapping of task name to seconds")
+    unknown = sorted(str(k) for k in intervals if k not in DEFAULT_INTERVALS)
+    if unknown:
+        raise InvalidInput(
+            f"cannot read config tasks.intervals.{unknown[0]}: unknown task "
+            f"(known: {sorted(DEFAULT_INTERVALS)})"
+        )
     raw = intervals.get(name, DEFAULT_INTERVALS.get(name, 0.0))
-    seconds = _duration_s(raw)
+    seconds = parse_duration_s(raw)
     if seconds is None or seconds < 0:
         raise InvalidInput(
             f"cannot read config tasks.intervals.{name}={raw!r}: must be seconds or a duration like '5m'"
@@ -74,24 +102,28 @@ def interval_for(tasks_config: Mapping[str, Any], name: str) -> float:
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def _duration_s(raw: Any) -> float | None:
+def parse_duration_s(raw: Any) -> float | None:
+    """Seconds of ``raw``: a number (seconds) or ``"<number><ms|s|m|h|d>"``; None if it is neither
+    or is not finite."""
     if isinstance(raw, bool):
         return None
+    value: float | None = None
     if isinstance(raw, int | float):
-        return float(raw)
-    if isinstance(raw, str):
+        value = float(raw)
+    elif isinstance(raw, str):
         text = raw.strip()
-        for unit in ("ms", "s", "m", "h", "d"):
+        scale = 1.0
+        for unit in ("ms", "s", "m", "h", "d"):  # "ms" before "s" and "m"
             if text.endswith(unit):
-                try:
-                    return float(text[: -len(unit)]) * _UNITS[unit]
-                except ValueError:
-                    return None
+                text, scale = text[: -len(unit)], _UNITS[unit]
+                break
         try:
-            return float(text)
+            value = float(text) * scale
         except ValueError:
             return None
-    return None
+    if value is None or not math.isfinite(value):
+        return None
+    return value
 
 
 _DURATION_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0)
@@ -103,7 +135,7 @@ class UnknownTask(NotFound):
 
 @dataclass
 class TaskState:
-    """What one task did last and when it runs next (wall-clock epoch seconds)."""
+    """What one task did last and when it runs next (epoch seconds of the scheduler's clock)."""
 
     name: str
     interval_s: float
@@ -143,11 +175,13 @@ class Scheduler:
     """Periodic named tasks; see the module docstring for the rules.
 
     Args:
-        executor: where synchronous task callables run (the app's ``control`` pool); ``None``
+        executor: where synchronous task callables run (the app's ``background`` pool); ``None``
             uses the loop's default executor.
         registry: where the task metrics are registered (the server's own registry).
         jitter: fraction of the interval added or removed at random from each wait (0 to 0.5).
-        wall_clock: the clock stamped on ``last_start``/``next_run`` (injectable for tests).
+        clock: the clock stamped on ``last_start``/``next_run`` (the engine's; injectable).
+        sleep: how the periodic loops wait (``asyncio.sleep``; tests inject one they control).
+        rng: the source of jitter (seedable for tests).
     """
 
     def __init__(
@@ -156,14 +190,19 @@ class Scheduler:
         executor: Executor | None = None,
         registry: CollectorRegistry | None = None,
         jitter: float = 0.1,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         if not 0 <= jitter <= 0.5:
             raise InvalidInput(f"cannot use scheduler jitter={jitter!r}: must be 0..0.5")
         self._executor = executor
         self._jitter = jitter
-        self._wall = wall_clock
+        self._clock = clock or SystemClock()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self._tasks: dict[str, _Task] = {}
+        self._inflight: set[asyncio.Task[TaskState]] = set()
         self._started = False
         r = registry or CollectorRegistry()
         self._runs = Counter(
@@ -176,6 +215,23 @@ class Scheduler:
         )  # fmt: skip
         self._last_success = Gauge(
             "tsengine_task_last_success_timestamp_seconds", "When each task last finished without error.",
+            ("task",), registry=r,
+        )  # fmt: skip
+        self._last_start = Gauge(
+            "tsengine_task_last_start_timestamp_seconds", "When each task last started.",
+            ("task",), registry=r,
+        )  # fmt: skip
+        self._last_duration = Gauge(
+            "tsengine_task_last_duration_seconds", "How long each task's last run took.",
+            ("task",), registry=r,
+        )  # fmt: skip
+        self._last_failed = Gauge(
+            "tsengine_task_last_run_failed", "1 when the task's last run raised, else 0.",
+            ("task",), registry=r,
+        )  # fmt: skip
+        self._next_run = Gauge(
+            "tsengine_task_next_run_timestamp_seconds",
+            "When each periodic task runs next (absent for on-demand tasks).",
             ("task",), registry=r,
         )  # fmt: skip
 
@@ -196,10 +252,16 @@ class Scheduler:
         """
         if name in self._tasks:
             raise InvalidInput(f"cannot add task {name!r}: a task of that name exists")
+        if not math.isfinite(interval_s):
+            raise InvalidInput(f"cannot add task {name!r}: interval {interval_s!r} is not finite")
         task = _Task(
             func=func, state=TaskState(name=name, interval_s=float(interval_s)), run_at_start=run_at_start
         )
         self._tasks[name] = task
+        # Children exist from the start, so rate() and absent() work before the first run.
+        self._runs.labels(name, "ok")
+        self._runs.labels(name, "error")
+        self._last_failed.labels(name).set(0)
         if self._started:
             self._spawn(task)
 
@@ -209,13 +271,17 @@ class Scheduler:
     def status(self) -> dict[str, dict[str, Any]]:
         return {name: t.state.to_dict() for name, t in sorted(self._tasks.items())}
 
+    def next_delay_s(self, interval_s: float) -> float:
+        """One jittered wait: ``interval_s * (1 + u)``, ``u`` uniform in ``[-jitter, +jitter]``."""
+        return interval_s * (1.0 + self._rng.uniform(-self._jitter, self._jitter))
+
     async def start(self) -> None:
         self._started = True
         for task in self._tasks.values():
             self._spawn(task)
 
     async def stop(self) -> None:
-        """Cancel the periodic loops and wait for a run in progress to finish."""
+        """Cancel the periodic loops, then wait for every run in progress to finish."""
         self._started = False
         loops = [t.loop_task for t in self._tasks.values() if t.loop_task is not None]
         for lt in loops:
@@ -226,16 +292,23 @@ class Scheduler:
         for t in self._tasks.values():
             t.loop_task = None
             t.state.next_run = None
-            async with t.lock:  # a run_now still in progress
-                pass
+            self._next_run.remove(t.state.name)
+        while self._inflight:  # runs started by the loops or by run_now (their own tasks)
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     async def run_now(self, name: str) -> TaskState:
-        """Run ``name`` once now (after a run in progress, never alongside it); return its state."""
+        """Run ``name`` once now (after a run in progress, never alongside it).
+
+        Returns a copy of the task's state as this run left it. Cancelling the caller does not
+        cancel the run (:meth:`stop` waits for it).
+
+        Raises:
+            UnknownTask: no task of that name.
+        """
         task = self._tasks.get(name)
         if task is None:
             raise UnknownTask(f"cannot run task {name!r}: unknown task (known: {self.names()})")
-        await self._run(task)
-        return task.state
+        return await self._launch(task)
 
     def _spawn(self, task: _Task) -> None:
         if task.loop_task is None and task.state.interval_s > 0:
@@ -243,23 +316,32 @@ class Scheduler:
                 self._loop(task), name=f"tsengine-task-{task.state.name}"
             )
 
-    def _delay(self, interval: float) -> float:
-        return interval * (1.0 + random.uniform(-self._jitter, self._jitter))
-
     async def _loop(self, task: _Task) -> None:
         first = True
         while True:
-            delay = 0.0 if first and task.run_at_start else self._delay(task.state.interval_s)
+            delay = 0.0 if first and task.run_at_start else self.next_delay_s(task.state.interval_s)
             first = False
-            task.state.next_run = self._wall() + delay
-            await asyncio.sleep(delay)
-            await self._run(task)
+            task.state.next_run = self._now_s() + delay
+            self._next_run.labels(task.state.name).set(task.state.next_run)
+            await self._sleep(delay)
+            await self._launch(task)
 
-    async def _run(self, task: _Task) -> None:
+    async def _launch(self, task: _Task) -> TaskState:
+        run = asyncio.get_running_loop().create_task(self._run(task), name=f"tsengine-run-{task.state.name}")
+        self._inflight.add(run)
+        run.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(run)
+
+    def _now_s(self) -> float:
+        return self._clock.now_ns() / 1e9
+
+    async def _run(self, task: _Task) -> TaskState:
         state = task.state
+        name = state.name
         async with task.lock:
             state.running = True
-            state.last_start = self._wall()
+            state.last_start = self._now_s()
+            self._last_start.labels(name).set(state.last_start)
             t0 = time.perf_counter()
             try:
                 if inspect.iscoroutinefunction(task.func):
@@ -267,21 +349,29 @@ class Scheduler:
                 else:
                     loop = asyncio.get_running_loop()
                     result = await loop.run_in_executor(self._executor, task.func)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failing task must never stop the others
-                log.exception("background task %s failed", state.name)
+                result = _jsonable(result)
+            except Exception as exc:  # the task boundary: a failing task must never stop the others
+                log.exception("background task %s failed", name)
                 state.failures += 1
                 state.last_error = f"{type(exc).__name__}: {exc}"
-                self._runs.labels(state.name, "error").inc()
+                self._runs.labels(name, "error").inc()
+                self._last_failed.labels(name).set(1)
             else:
                 state.last_result = result
                 state.last_error = None
-                self._runs.labels(state.name, "ok").inc()
-                self._last_success.labels(state.name).set(self._wall())
+                self._runs.labels(name, "ok").inc()
+                self._last_failed.labels(name).set(0)
+                self._last_success.labels(name).set(self._now_s())
             finally:
                 elapsed = time.perf_counter() - t0
                 state.running = False
                 state.runs += 1
                 state.last_duration_s = round(elapsed, 6)
-                self._duration.labels(state.name).observe(elapsed)
+                self._duration.labels(name).observe(elapsed)
+                self._last_duration.labels(name).set(elapsed)
+            return dataclasses.replace(state)
+
+
+def _jsonable(result: Any) -> Any:
+    """``result`` as JSON types (what /health/telemetry and the API serialise); str() of the rest."""
+    return orjson.loads(orjson.dumps(result, default=str, option=orjson.OPT_NON_STR_KEYS))

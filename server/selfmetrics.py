@@ -18,7 +18,7 @@ from tsengine.instrument import CollectorRegistry, Counter, Gauge, Histogram, Sy
 __all__ = ["PROTOCOLS", "ServerMetrics"]
 
 #: Ingestion protocols, as the ``protocol`` label spells them.
-PROTOCOLS = ("influx", "prometheus_remote_write", "otlp", "import")
+PROTOCOLS = ("influx", "prometheus_remote_write", "otlp", "import", "otlp_traces")
 
 # Request latency: 0.5 ms (a health check) to 30 s (a large query).
 _LATENCY_BUCKETS = (
@@ -112,6 +112,20 @@ class ServerMetrics:
         self.persist_errors = Gauge(
             "tsengine_persist_errors", "Background persist rounds that failed (retried).", registry=r
         )
+        self.spans = Counter(
+            "tsengine_spans", "OTLP spans received, by outcome (accepted: stored; rejected: "
+            "answered in partial_success).", ("outcome",), registry=r,
+        )  # fmt: skip
+        self.span_stream_clients = Gauge(
+            "tsengine_span_stream_clients", "Clients connected to the live span stream.", registry=r
+        )
+        self.span_stream_dropped = Counter(
+            "tsengine_span_stream_dropped_clients",
+            "Span stream clients disconnected for falling a whole buffer behind.",
+            registry=r,
+        )
+        for outcome in ("accepted", "rejected"):
+            self.spans.labels(outcome)
         # Every protocol's series exist from the start at 0, so rate() works from the first scrape.
         for protocol in PROTOCOLS:
             self.ingest_rows.labels(protocol)

@@ -11,6 +11,13 @@ persists its buffers to Parquet and closes the WAL. Exit status 0 after a clean 
 query and prints the result as a table (``--csv`` for CSV). A directory a running server has
 open is refused (the engine locks it).
 
+``tsengine rules check FILE...`` validates alert rule files (exit 1 naming the rule and field).
+
+``tsengine task list`` and ``tsengine task run NAME`` call a running server's
+``/api/v1/tasks`` endpoints (``--url``, ``--token`` or ``TSENGINE_TOKEN``; ``run`` needs the
+admin scope): ``run`` waits for the task, prints its result and exits 1 if it failed, or if
+the server refused or could not be reached.
+
 Configuration: defaults < ``--config`` file < ``TSENGINE_*`` environment < flags. The
 environment is read here, at the edge, and nowhere else.
 """
@@ -51,7 +58,64 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="./data", help="data directory (default ./data)")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("query", help="the SQL statement")
+    from tsengine.lifecycle import jobs  # compact, archive, backfill (docs/storage-lifecycle.md)
+
+    jobs.add_parsers(sub)
+    _task_parser(sub)
+    from server.alerting import check as rules_check  # tsengine rules check FILE (docs/alerting.md)
+
+    rules_check.add_parsers(sub)
     return parser
+
+
+def _task_parser(sub: Any) -> None:
+    commands = sub.add_parser("task", help="list or run the server's background tasks").add_subparsers(
+        dest="task_command", required=True
+    )
+    for name in ("list", "run"):
+        p = commands.add_parser(name, help=f"{name} the running server's background tasks")
+        p.add_argument("--url", help="the server (default $TSENGINE_URL or http://127.0.0.1:8181)")
+        p.add_argument("--token", help="API token (default $TSENGINE_TOKEN); run needs the admin scope")
+        p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer (600)")
+        if name == "run":
+            p.add_argument("name", help="task name, e.g. metrics_aggregation")
+
+
+def _task(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    """``tsengine task list|run``: call the running server's task endpoints (exit 1 on failure)."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base = (args.url or environ.get("TSENGINE_URL") or "http://127.0.0.1:8181").rstrip("/")
+    token = args.token or environ.get("TSENGINE_TOKEN")
+    run = args.task_command == "run"
+    path = f"/api/v1/tasks/{urllib.parse.quote(args.name, safe='')}/run" if run else "/api/v1/tasks"
+    request = urllib.request.Request(base + path, method="POST" if run else "GET", data=b"" if run else None)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("message", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        sys.stderr.write(f"tsengine: {detail} (HTTP {exc.code})\n")
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        sys.stderr.write(f"tsengine: cannot reach {base}: {getattr(exc, 'reason', exc)}\n")
+        return 1
+    if run:
+        out.write(f"task {args.name}: ok in {body['last_duration_s']:.3f} s\n")
+        out.write(json.dumps(body["last_result"], indent=2, sort_keys=True) + "\n")
+        return 0
+    cols = ("interval_s", "runs", "failures", "last_start", "last_duration_s", "next_run", "last_error")
+    rows = [[name, *(state.get(c) for c in cols)] for name, state in body["tasks"].items()]
+    out.write(format_table(["task", *cols], rows))
+    return 0
 
 
 def _engine_settings(engine_overrides: Mapping[str, Any], environ: Mapping[str, str], **extra: Any) -> Any:
@@ -144,6 +208,19 @@ def _sql(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> i
     return 0
 
 
+def _lifecycle_job(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from server.config import load_config
+    from tsengine.engine import Engine
+    from tsengine.lifecycle import jobs
+    from tsengine.lifecycle.policies import defaults_from_env
+
+    config = load_config(args.config, environ)
+    settings = _engine_settings(config.engine, environ)
+    defaults = {**config.storage.get("retention", {}), **defaults_from_env(environ)}
+    storage = {**config.storage, "retention": defaults}
+    return jobs.run(args, open_engine=lambda: Engine(args.data, settings), storage=storage, out=sys.stdout)
+
+
 def format_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """An aligned text table with a header rule and a row count."""
     cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
@@ -163,6 +240,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command in ("serve", "run"):
             return _serve(args, env, sys.stdout)
+        if args.command in ("compact", "archive", "backfill"):
+            return _lifecycle_job(args, env)
+        if args.command == "task":
+            return _task(args, env, sys.stdout)
+        if args.command == "rules":
+            from server.alerting import check as rules_check
+
+            return rules_check.run(args, sys.stdout)
         return _sql(args, env, sys.stdout)
     except TsengineError as exc:
         sys.stderr.write(f"tsengine: {exc}\n")

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from tsengine.clock import Clock, SystemClock
 from tsengine.durable import atomic_write
 from tsengine.errors import InvalidInput, LimitExceeded, NotFound, Overloaded, StorageError, TsengineError
+from tsengine.lifecycle.policies import RetentionPolicies
 from tsengine.model.batch import TableBatch
 from tsengine.model.names import validate_db, validate_table
 from tsengine.model.schema import TableSchema
@@ -109,10 +110,14 @@ class Engine:
         self._persist_wake = threading.Event()
         self._stop = threading.Event()
         self._persist_lock = threading.Lock()  # one persister at a time (thread or flush())
+        #: Set by whoever runs compaction and retention itself (the server's ``cleanup`` task,
+        #: the CLI's long jobs): the persister thread then leaves them alone.
+        self.maintenance_external = False
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_data_dir(self.path)
         try:
             (self.path / TMP_DIR).mkdir(exist_ok=True)
+            self.retention = RetentionPolicies(self.path, self.settings.retention_hours)
             self._empty = self.path / EMPTY_PARQUET
             # Rewritten on every open: a torn one would break every query.
             atomic_write(
@@ -279,6 +284,35 @@ class Engine:
         self.wal.wait_durable(seq)
         return sum(b.num_rows for b in batches)
 
+    def declare_table(self, table: str, *, db: str = "default", append_only: bool = False) -> None:
+        """Create ``db.table`` with its table-level properties, or check that it has them.
+
+        ``append_only``: the table's rows are never de-duplicated — two rows of one series and
+        time both stay, through flush, compaction and restart (spans, events: rows that are
+        distinct even when their tags and time agree). The property is in the table's manifest
+        (saved durably) before this returns, so WAL replay and every later open keep it. Cheap
+        when the table exists (a lookup under the lock); blocks on an fsync when it creates it.
+
+        Raises:
+            InvalidName: a bad database or table name.
+            InvalidInput: the table exists with the other ``append_only`` setting.
+        """
+        validate_db(db)
+        validate_table(table)
+        if self._closed:
+            raise TsengineError("cannot declare a table: the engine is closed")
+        with self._lock:
+            st = self._tables.get((db, table))
+            if st is None:
+                manifest = Manifest(db=db, schema=TableSchema(table, append_only=append_only))
+                manifest.save(table_dir(self.path, db, table))
+                st = self._tables[(db, table)] = self._new_state(db, manifest)
+        if st.schema.append_only != append_only:
+            raise InvalidInput(
+                f"cannot declare table {db}.{table} with append_only={append_only}: it exists "
+                f"with append_only={st.schema.append_only}"
+            )
+
     def _apply(
         self, batches: list[TableBatch], *, payload: list[Any] | None = None, seq: int = 0, admit: bool = True
     ) -> int:
@@ -291,7 +325,9 @@ class Engine:
             work: list[tuple[tuple[str, str], TableSchema, TableBatch, Plan]] = []
             for key, group in grouped.items():
                 state = self._tables.get(key)
-                schema = state.schema if state else TableSchema(key[1])
+                schema = (
+                    state.schema if state else TableSchema(key[1], append_only=key[1] in s.append_only_tables)
+                )
                 for b in group:
                     schema = schema.merge(b)
                 batch = TableBatch.concat(group)
@@ -378,7 +414,7 @@ class Engine:
             except Exception:  # a task boundary: log, retry next round
                 self._persist_errors += 1
                 log.exception("background persist failed; will retry")
-            if interval and self.clock.monotonic_s() >= next_maintenance:
+            if interval and not self.maintenance_external and self.clock.monotonic_s() >= next_maintenance:
                 next_maintenance = self.clock.monotonic_s() + interval
                 try:
                     self.compact()
@@ -445,7 +481,7 @@ class Engine:
         data = chunk.to_arrow(dict_arrays)
         tdir = table_dir(self.path, state.db, schema.table)
         entries = []
-        for hour, part in sort_dedup_split(data, schema.tags):
+        for hour, part in sort_dedup_split(data, schema.tags, dedup=not schema.append_only):
             pf = PartitionFile(hour=hour, seq=chunk.max_seq, gen=0, node=s.node_id)
             written = write_file(
                 pf.path(self.path, state.db, schema.table),
@@ -513,31 +549,70 @@ class Engine:
         return removed
 
     def apply_retention(self, now_ns: int | None = None) -> int:
-        """Drop partitions past their retention (``Settings.retention_hours``); returns files."""
-        now_ns = self.clock.now_ns() if now_ns is None else now_ns
+        """Drop partitions past their retention (:attr:`retention` policies); returns files."""
         dropped = 0
+        by_table: dict[tuple[str, str], list[str]] = {}
+        for db, table, entry in self.expired_files(now_ns):
+            by_table.setdefault((db, table), []).append(entry.file.relpath())
+        for (db, table), relpaths in by_table.items():
+            dropped += self.drop_files(db, table, relpaths)
+        return dropped
+
+    # -- lifecycle hooks (tsengine.lifecycle: retention, archival, storage budget) -------------
+
+    def set_retention(self, db: str, table: str | None, hours: float | None) -> float | None:
+        """Set the retention of ``db`` or ``db.table`` at run time (None = keep forever).
+
+        Persisted in the data directory; applies from the next retention pass.
+        """
+        return self.retention.set(db, table, hours)
+
+    def expired_files(self, now_ns: int | None = None) -> list[tuple[str, str, FileEntry]]:
+        """Files whose every hour is past its table's retention, as (db, table, entry)."""
+        now_ns = self.clock.now_ns() if now_ns is None else now_ns
+        out: list[tuple[str, str, FileEntry]] = []
         for state in self._states(None, None):
-            hours = self.settings.retention_hours.get(f"{state.db}.{state.schema.table}")
-            if hours is None:
-                hours = self.settings.retention_hours.get(state.db)
+            hours = self.retention.hours_for(state.db, state.schema.table)
             if not hours:
                 continue
             cutoff_hour = (now_ns - int(hours * 3600e9)) // NS_PER_HOUR
-            with state.persist_lock:
-                expired = [
-                    e for e in state.manifest.files.values() if e.file.hour + e.file.span <= cutoff_hour
-                ]
-                if not expired:
-                    continue
-                new = state.manifest.copy()
-                for e in expired:
-                    del new.files[e.file.relpath()]
-                new.save(table_dir(self.path, state.db, state.schema.table))
-                with self._lock:
-                    state.manifest = new
-                    self._bury([e.file.path(self.path, state.db, state.schema.table) for e in expired])
-                dropped += len(expired)
-        return dropped
+            with self._lock:
+                files = list(state.manifest.files.values())
+            out.extend(
+                (state.db, state.schema.table, e) for e in files if e.file.hour + e.file.span <= cutoff_hour
+            )
+        return out
+
+    def drop_files(self, db: str, table: str, relpaths: Iterable[str], *, after_save: Any = None) -> int:
+        """Remove listed files from a table's manifest, then delete them once no query reads them.
+
+        Paths no longer listed are ignored; returns how many were dropped. ``after_save`` (tests
+        of crash safety) is called once the new manifest is durable, before any file is deleted.
+        """
+        states = self._states(db, table)
+        if not states:
+            return 0
+        state = states[0]
+        with state.persist_lock:
+            gone = [state.manifest.files[r] for r in relpaths if r in state.manifest.files]
+            if not gone:
+                return 0
+            new = state.manifest.copy()
+            for e in gone:
+                del new.files[e.file.relpath()]
+            new.save(table_dir(self.path, db, table))
+            if after_save is not None:
+                after_save()
+            with self._lock:
+                state.manifest = new
+                self._bury([e.file.path(self.path, db, table) for e in gone])
+        return len(gone)
+
+    def table_files(self, db: str, table: str) -> list[FileEntry]:
+        """The files a table's manifest lists now (a copy)."""
+        with self._lock:
+            st = self._tables.get((db, table))
+            return list(st.manifest.files.values()) if st else []
 
     def _bury(self, paths: list[Path]) -> None:
         """Delete files no longer listed, once no query snapshot may still read them."""
@@ -602,6 +677,8 @@ class Engine:
         dirty_hours = st.manifest.dirty_hours()
         for c in st.buffer.chunks:
             dirty_hours |= c.dirty_hours
+        if schema.append_only:  # never de-duplicated, so never a dedup branch in its view
+            dirty_hours = set()
         clean: list[str] = []
         dirty: list[str] = []
         for e in sorted(st.manifest.files.values(), key=lambda e: (e.file.seq, e.file.gen)):

@@ -68,6 +68,10 @@ class Settings:
     maintenance_interval_s: float = 1800.0
     #: Retention in hours per "db" or "db.table" (0 or missing = keep forever).
     retention_hours: Mapping[str, float] = field(default_factory=dict)
+    #: Tables created under these names (in any database) are append-only: their rows are never
+    #: de-duplicated (spans, events and alert history are logs whose rows may share tags and time).
+    #: Applies when a table is created; ``Engine.declare_table`` sets it for any other table.
+    append_only_tables: tuple[str, ...] = ("spans", "events", "alerts_history")
     #: DuckDB: memory limit and threads of the query connection.
     query_memory_limit: str = "4GB"
     query_threads: int = 2
@@ -89,6 +93,11 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"cannot use setting {name}={getattr(self, name)!r}: must be >= 1")
+        if isinstance(self.append_only_tables, str) or not all(
+            isinstance(t, str) for t in self.append_only_tables
+        ):
+            raise InvalidInput("cannot use setting append_only_tables: must be a list of table names")
+        object.__setattr__(self, "append_only_tables", tuple(self.append_only_tables))
         if self.min_chunk_rows > self.max_chunk_rows:
             raise InvalidInput("cannot use settings: min_chunk_rows is larger than max_chunk_rows")
         if not self.node_id.replace("_", "").replace("-", "").isalnum():
@@ -120,6 +129,8 @@ class Settings:
                     values[f.name] = float(raw)
                 elif isinstance(default, str):
                     values[f.name] = raw
+                elif isinstance(default, tuple):  # append_only_tables: "spans,events"
+                    values[f.name] = tuple(item.strip() for item in raw.split(",") if item.strip())
                 else:  # retention_hours: "default=24,default.cpu=1"
                     values[f.name] = {
                         k.strip(): float(v)

@@ -5,7 +5,8 @@ during shutdown. ``/health/telemetry`` adds the engine's statistics (tables, buf
 last sequence, Parquet files and bytes), the server's uptime and configuration limits, and the
 latest psutil sample of the process (taken in the background, never on this request).
 ``tasks`` is the background scheduler's state per task (last start, duration, result, error,
-next run). Both are public: they expose no stored data.
+next run), ``storage`` the lifecycle's (archive store, budget, local bytes), ``alerts`` the
+number of alert instances per state. Both are public: they expose no stored data.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import orjson
 from aiohttp import web
 
 from server.keys import (
+    ALERTING_KEY,
     CONFIG_KEY,
     DRAINING_KEY,
     ENGINE_KEY,
+    LIFECYCLE_KEY,
     METRICS_KEY,
     SCHEDULER_KEY,
     STARTED_KEY,
@@ -52,6 +55,13 @@ async def telemetry(request: web.Request) -> web.StreamResponse:
     app = request.app
     config = app[CONFIG_KEY]
     engine = await run_blocking(request, "control", engine_state, app[ENGINE_KEY])
+    lifecycle = app.get(LIFECYCLE_KEY)
+    storage = await run_blocking(request, "control", lifecycle.status) if lifecycle is not None else None
+    alerting = app.get(ALERTING_KEY)
+    alerts = None
+    if alerting is not None:
+        states = [a["state"] for a in alerting.alerts()]
+        alerts = {s: states.count(s) for s in ("pending", "firing", "resolved")}
     sm = app[METRICS_KEY]
     process = sm.process
     return _json(
@@ -71,6 +81,8 @@ async def telemetry(request: web.Request) -> web.StreamResponse:
                 "writes_waiting": int(sm.writes_waiting.get()),
             },
             "tasks": app[SCHEDULER_KEY].status(),
+            "storage": storage,
+            "alerts": alerts,
             "process": {
                 "samples": process.samples,
                 "last_error": process.last_error,

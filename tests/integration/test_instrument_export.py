@@ -20,14 +20,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from server import ServerConfig, create_app
-from tests.integration.conftest import READ_TOKEN, TOKENS, WRITE_TOKEN, free_port, poll, query
+from tests.integration.conftest import READ_TOKEN, TOKENS, WRITE_TOKEN, engine_of, free_port, poll, query
 from tsengine.instrument import (
     CollectorRegistry,
     ConfigError,
     Counter,
+    EmbeddedExporter,
     Gauge,
     Histogram,
     HttpExporter,
+    OtlpMetricsExporter,
     Telemetry,
     TelemetryConfig,
     bind_context,
@@ -293,3 +295,204 @@ def test_configure_builds_an_exporter_from_the_config() -> None:
     with pytest.raises(ConfigError, match="TELEMETRY_EXPORTER_ENDPOINT"):
         rt.apply(rt.config.replace(exporter_endpoint="tsengine:8181", service_name="other"))
     assert rt.config.service_name == "unknown_service"  # nothing applied
+
+
+# -- OTLP/HTTP metrics ---------------------------------------------------------------------------
+
+
+async def test_otlp_metrics_land_like_the_opentelemetry_sdk(
+    make_client: Callable[..., Awaitable[TestClient]], telemetry: Telemetry
+) -> None:
+    client = await make_client(ServerConfig(port=0, tokens=TOKENS))
+    rt = telemetry
+    exporter = OtlpMetricsExporter(f"http://127.0.0.1:{client.port}", token=WRITE_TOKEN, interval_s=3600.0)
+    rt.set_exporter(exporter)
+    orders, depth, latency = app_metrics(rt)
+    orders.labels("pro").inc(3)
+    orders.labels("free").inc()
+    depth.set(7)
+    for v in (0.05, 0.5, 0.7, 3.0):
+        latency.labels("import").observe(v)
+    rt.events.track("not_sent_over_otlp")
+    exporter.export_now()
+    assert await asyncio.to_thread(exporter.flush, 10.0) is True
+    assert exporter.stats.values["rejected"] == 0
+
+    async def sql(text: str, db: str = "default") -> list[list[Any]]:
+        resp = await client.post(
+            "/api/v1/sql", json={"sql": text, "db": db}, headers={"Authorization": f"Bearer {READ_TOKEN}"}
+        )
+        body = await resp.json()
+        assert resp.status == 200, body
+        return list(body["rows"])
+
+    assert await sql(
+        "SELECT plan, value, otel_temporality, otel_monotonic, service_name, otel_scope_name "
+        "FROM orders_total ORDER BY plan"
+    ) == [
+        ["free", 1.0, "cumulative", "true", "shop", "tsengine.instrument"],
+        ["pro", 3.0, "cumulative", "true", "shop", "tsengine.instrument"],
+    ]
+    assert await sql("SELECT value FROM queue_depth") == [[7.0]]
+    ours_buckets = await sql("SELECT le, value FROM job_seconds_bucket WHERE job = 'import' ORDER BY value")
+    assert ours_buckets == [["0.1", 1.0], ["1", 3.0], ["+Inf", 4.0]]
+    assert await sql("SELECT value FROM job_seconds_count") == [[4.0]]
+    assert await sql("SELECT round(value, 6) FROM job_seconds_sum") == [[4.25]]
+    assert ("default", "events") not in await asyncio.to_thread(engine_of(client).tables)
+
+    # The OpenTelemetry SDK recording the same into db "otel": the same tables, tags and values.
+    endpoint = str(client.make_url("/v1/metrics?db=otel"))
+
+    def otel_sdk() -> None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+
+        reader = PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=endpoint, headers={"Authorization": f"Bearer {WRITE_TOKEN}"}),
+            export_interval_millis=3_600_000,
+        )
+        provider = MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": "shop"}))
+        meter = provider.get_meter("tsengine.instrument")
+        counter = meter.create_counter("orders_total")
+        counter.add(3.0, {"plan": "pro"})
+        counter.add(1.0, {"plan": "free"})
+        meter.create_gauge("queue_depth").set(7.0)
+        hist = meter.create_histogram("job_seconds", explicit_bucket_boundaries_advisory=[0.1, 1.0])
+        for v in (0.05, 0.5, 0.7, 3.0):
+            hist.record(v, {"job": "import"})
+        provider.shutdown()
+
+    await asyncio.to_thread(otel_sdk)
+    tables = await asyncio.to_thread(engine_of(client).tables)
+    ours = sorted(t for db, t in tables if db == "default")
+    theirs = sorted(t for db, t in tables if db == "otel")
+    assert theirs == [
+        "job_seconds_bucket",
+        "job_seconds_count",
+        "job_seconds_sum",
+        "orders_total",
+        "queue_depth",
+    ]
+    assert set(theirs) <= set(ours)  # ours also has the SDK's self-metrics (export and event counters)
+    assert "tsengine_instrument_export_sent_total" in ours
+    columns = "plan, value, otel_temporality, otel_monotonic, service_name"
+    assert await sql(f"SELECT {columns} FROM orders_total ORDER BY plan", "otel") == await sql(
+        f"SELECT {columns} FROM orders_total ORDER BY plan"
+    )
+    assert await sql("SELECT le, value FROM job_seconds_bucket ORDER BY value", "otel") == ours_buckets
+
+
+# -- embedded engine -----------------------------------------------------------------------------
+
+SNAPSHOT_NS = 1_700_000_000 * 10**9
+
+
+async def test_embedded_exporter_writes_the_same_rows_as_the_http_exporter(
+    make_client: Callable[..., Awaitable[TestClient]], telemetry: Telemetry, tmp_path: Path
+) -> None:
+    client = await make_client()
+    rt = telemetry
+    http_exporter = exporter_for(client.port)
+    embedded = EmbeddedExporter(
+        path=tmp_path / "embedded", interval_s=3600.0, engine_settings={"fsync": "none"}
+    )
+    rt.set_exporter(embedded)
+    embedded.start()
+    orders, depth, latency = app_metrics(rt)
+    orders.labels("pro").inc(3)
+    depth.set(7)
+    latency.labels("import").observe(0.5)
+    with bind_context(user_id="u-1", correlation_id="c-42"):
+        rt.events.track("report_exported", attributes={"format": "csv"})
+        rt.events.track_audit_event("role_changed", actor="admin")
+    embedded.export_now()
+    assert await asyncio.to_thread(embedded.flush, 10.0) is True
+    assert embedded.stats.values["sent"] > 0 and embedded.stats.values["rejected"] == 0
+    # The HTTP exporter gets the same snapshot and events (no attach: no timing difference).
+    families = rt.registry.collect()
+    http_exporter.service = "shop"
+    http_exporter.export_metrics(families, time_ns=SNAPSHOT_NS)
+    embedded.export_metrics(families, time_ns=SNAPSHOT_NS)
+    http_exporter.export_events(rt.events.get_events())
+    assert await asyncio.to_thread(http_exporter.flush, 10.0) is True
+    assert await asyncio.to_thread(embedded.flush, 10.0) is True
+    engine = embedded.engine
+    assert engine is not None
+
+    def local(sql: str) -> list[list[Any]]:
+        table = engine.sql(sql)
+        return [list(r.values()) for r in table.to_pylist()]
+
+    for sql in (
+        f"SELECT plan, service, value FROM orders_total WHERE epoch_ns(time) = {SNAPSHOT_NS}",
+        f"SELECT value FROM queue_depth WHERE epoch_ns(time) = {SNAPSHOT_NS}",
+        f"SELECT le, job, value FROM job_seconds_bucket WHERE epoch_ns(time) = {SNAPSHOT_NS} "
+        "ORDER BY value, le",
+        "SELECT name, category, severity, service, message, attributes, user_id, correlation_id "
+        "FROM events ORDER BY id",
+    ):
+        assert await asyncio.to_thread(local, sql) == await query(client, sql), sql
+    assert await asyncio.to_thread(local, "SELECT count(*) FROM events") == [[2]]
+    http_exporter.shutdown(0.0)
+
+    await asyncio.to_thread(rt.stop, 5.0)  # last snapshot, flush, and the engine is closed
+    assert embedded.engine is None and not embedded.running
+
+    from tsengine import Engine
+
+    def reopen() -> list[Any]:
+        with Engine.open(tmp_path / "embedded") as eng:
+            return eng.sql("SELECT count(*) AS n FROM orders_total").to_pylist()
+
+    assert (await asyncio.to_thread(reopen))[0]["n"] >= 3  # durable: closed cleanly, reopened
+
+
+async def test_embedded_exporter_refuses_a_conflicting_row_and_keeps_going(
+    telemetry: Telemetry, engines: Callable[..., Any]
+) -> None:
+    engine = await asyncio.to_thread(engines)
+    await asyncio.to_thread(engine.write_rows, "queue_depth", [{"time": 1, "value": "text"}])
+    exporter = EmbeddedExporter(engine, interval_s=3600.0, batch_size=1)
+    telemetry.set_exporter(exporter)
+    Gauge("queue_depth", "Jobs waiting.", registry=telemetry.registry).set(7)
+    telemetry.events.track("fine")
+    exporter.export_metrics(telemetry.registry.collect(), time_ns=2)
+    assert await asyncio.to_thread(exporter.flush, 10.0) is False  # the type conflict is refused
+    assert exporter.stats.values["rejected"] >= 1
+    assert exporter.queued_rows == 0
+    rows = await asyncio.to_thread(lambda: engine.sql("SELECT name FROM events").to_pylist())
+    assert rows == [{"name": "fine"}]
+    exporter.shutdown(1.0)
+    assert not engine._closed  # a caller's engine is not closed by the exporter
+
+
+async def test_embedded_export_configured_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "TELEMETRY_EXPORT": "embedded",
+        "TELEMETRY_EXPORT_PATH": str(tmp_path / "tsdb"),
+        "TELEMETRY_SERVICE_NAME": "billing",
+        "SYSTEM_METRICS_ENABLED": "false",
+    }
+    rt = Telemetry(TelemetryConfig.from_env(env), registry=CollectorRegistry())
+    exporter = rt.exporter
+    assert isinstance(exporter, EmbeddedExporter)
+    rt.start()  # app startup: the worker runs (the engine opens on its first delivery)
+    Counter("invoices_total", "Invoices.", registry=rt.registry).inc(2)
+    rt.events.track_billing_event("invoice_created", amount=10.0)
+    await asyncio.to_thread(rt.stop, 10.0)  # app shutdown: last snapshot, flush, engine closed
+    assert exporter.engine is None and exporter.stats.values["sent"] > 0
+
+    from tsengine import Engine
+
+    def read() -> tuple[list[Any], list[Any]]:
+        with Engine.open(tmp_path / "tsdb") as eng:
+            return (
+                eng.sql("SELECT service, value FROM invoices_total").to_pylist(),
+                eng.sql("SELECT name, category, service FROM events").to_pylist(),
+            )
+
+    invoices, events = await asyncio.to_thread(read)
+    assert invoices == [{"service": "billing", "value": 2.0}]
+    assert events == [{"name": "invoice_created", "category": "billing", "service": "billing"}]

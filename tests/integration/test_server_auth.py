@@ -140,6 +140,15 @@ def test_config_from_env_names_the_variable():
         ServerConfig.from_env({"TSENGINE_MAX_BODY_BYTES": "0"})
 
 
+def test_alerts_max_alerts_from_env_lands_in_the_alerting_section(tmp_path: Path):
+    y = tmp_path / "c.yaml"
+    y.write_text("alerting: {default_rules: false, max_alerts: 50}\n")
+    cfg = load_config(y, {"ALERTS_MAX_ALERTS": "7"})
+    assert cfg.alerting == {"default_rules": False, "max_alerts": 7}
+    with pytest.raises(InvalidInput, match="ALERTS_MAX_ALERTS"):
+        ServerConfig.from_env({"ALERTS_MAX_ALERTS": "many"})
+
+
 def test_config_file_yaml_and_toml(tmp_path: Path):
     y = tmp_path / "c.yaml"
     y.write_text("port: 1234\ntokens:\n  - {token: s1, scopes: [write], name: tg}\nengine: {fsync: always}\n")

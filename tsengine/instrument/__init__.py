@@ -6,7 +6,14 @@ histogram observations (prometheus_client's API: switching is a change of import
 middleware, decorators and wrappers, and psutil samples from a background thread. What goes
 out: ``/metrics`` (Prometheus text or OpenMetrics), ``/health/telemetry`` (JSON), JSON
 exports, event subscriptions and streams, and — through the :class:`Exporter` seam, by
-:class:`HttpExporter` — batches pushed to a tsengine server's ``/api/v1/import``.
+:class:`HttpExporter` — batches pushed to a tsengine server's ``/api/v1/import`` (or, by
+:class:`OtlpMetricsExporter`, OTLP/HTTP ``/v1/metrics``; by :class:`EmbeddedExporter`, written
+into an engine in the same process).
+
+Tracing (``DISTRIBUTED_TRACING_ENABLED``, :mod:`tsengine.instrument._tracing`): spans from
+:func:`get_tracer` and automatically from the middleware, HTTP clients and decorators, W3C
+``traceparent`` in and out (:func:`inject`, :func:`extract`), and — by
+:class:`OtlpSpanExporter` — OTLP/HTTP ``/v1/traces``.
 
 Importing this package is cheap and side-effect free: no duckdb, pyarrow or aiohttp, no
 thread, no environment read. ``configure()`` reads the environment; ``setup_telemetry_for_app``
@@ -43,6 +50,7 @@ from tsengine.instrument._decorators import (
     telemetry,
     user_activity_telemetry,
 )
+from tsengine.instrument._embedded import EmbeddedExporter
 from tsengine.instrument._event import Event, EventCategory, EventSeverity
 from tsengine.instrument._events import EventTracker
 from tsengine.instrument._export import Exporter
@@ -59,6 +67,7 @@ from tsengine.instrument._http_client import httpx_event_hooks
 from tsengine.instrument._metrics import DEFAULT_BUCKETS, Counter, Gauge, Histogram, Metric, Summary
 from tsengine.instrument._names import MetricDefinitionError
 from tsengine.instrument._noop import NOOP_METRIC, NoopMetric
+from tsengine.instrument._otlp_metrics_export import OtlpMetricsExporter
 from tsengine.instrument._performance import PerformanceMonitor, SlowOperation
 from tsengine.instrument._push import HttpExporter
 from tsengine.instrument._registry import REGISTRY, CollectorRegistry, Registry
@@ -68,8 +77,28 @@ from tsengine.instrument._setup import setup_telemetry_for_app
 from tsengine.instrument._subscription import EventStream, Subscription
 from tsengine.instrument._system import SystemMetrics
 from tsengine.instrument._timer import Timer
+from tsengine.instrument._tracing import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    OtlpSpanExporter,
+    ParentBased,
+    Sampler,
+    Span,
+    SpanContext,
+    SpanKind,
+    SpanProcessor,
+    StatusCode,
+    TraceIdRatioBased,
+    Tracer,
+    current_span,
+    extract,
+    get_tracer,
+    inject,
+)
 
 __all__ = [
+    "ALWAYS_OFF",
+    "ALWAYS_ON",
     "CONTENT_TYPE_LATEST",
     "CONTENT_TYPE_OPENMETRICS",
     "DEFAULT_BUCKETS",
@@ -84,6 +113,7 @@ __all__ = [
     "ConfigError",
     "Counter",
     "DataPoint",
+    "EmbeddedExporter",
     "Event",
     "EventCategory",
     "EventSeverity",
@@ -100,13 +130,22 @@ __all__ = [
     "MetricType",
     "MetricsCollector",
     "NoopMetric",
+    "OtlpMetricsExporter",
+    "OtlpSpanExporter",
+    "ParentBased",
     "PerformanceMonitor",
     "Registry",
     "RequestHook",
     "RequestInfo",
     "Sample",
+    "Sampler",
     "SecurityMonitor",
     "SlowOperation",
+    "Span",
+    "SpanContext",
+    "SpanKind",
+    "SpanProcessor",
+    "StatusCode",
     "Subscription",
     "Summary",
     "SystemClock",
@@ -115,17 +154,23 @@ __all__ = [
     "TelemetryConfig",
     "TelemetryContext",
     "Timer",
+    "TraceIdRatioBased",
+    "Tracer",
     "billing_telemetry",
     "bind_context",
     "configure",
     "current_context",
+    "current_span",
     "current_trace_ids",
     "document_telemetry",
     "event_tracker",
+    "extract",
     "generate_latest",
     "generate_openmetrics",
     "get_telemetry",
+    "get_tracer",
     "httpx_event_hooks",
+    "inject",
     "instrument_connection",
     "metrics_collector",
     "new_correlation_id",

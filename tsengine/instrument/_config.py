@@ -18,6 +18,9 @@ from tsengine.errors import InvalidInput
 
 __all__ = ["ConfigError", "TelemetryConfig"]
 
+#: Values of ``TELEMETRY_EXPORT``.
+EXPORT_KINDS = ("http", "otlp", "embedded", "none")
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -102,6 +105,29 @@ class TelemetryConfig:
     exporter_flush_interval_s: float = field(
         default=5.0, metadata=_env("TELEMETRY_EXPORTER_FLUSH_INTERVAL_S", "seconds between pushes")
     )
+    export: str | None = field(
+        default=None,
+        metadata=_env("TELEMETRY_EXPORT", "http|otlp|embedded|none; unset = http when an endpoint is set"),
+    )
+    export_path: str | None = field(
+        default=None, metadata=_env("TELEMETRY_EXPORT_PATH", "data directory of the embedded engine")
+    )
+    tracing_exporter_endpoint: str | None = field(
+        default=None,
+        metadata=_env("TRACING_EXPORTER_ENDPOINT", "OTLP/HTTP base URL for spans; unset = the exporter's"),
+    )
+    tracing_exporter_token: str | None = field(
+        default=None, metadata=_env("TRACING_EXPORTER_TOKEN", "bearer token for spans; unset = exporter's")
+    )
+    tracing_exporter_batch_size: int = field(
+        default=512, metadata=_env("TRACING_EXPORTER_BATCH_SIZE", "spans per OTLP request")
+    )
+    tracing_exporter_queue_size: int = field(
+        default=2048, metadata=_env("TRACING_EXPORTER_QUEUE_SIZE", "queued spans before drop-oldest")
+    )
+    tracing_exporter_flush_interval_s: float = field(
+        default=5.0, metadata=_env("TRACING_EXPORTER_FLUSH_INTERVAL_S", "seconds between span pushes")
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -116,6 +142,32 @@ class TelemetryConfig:
                 f"cannot use TRACING_SAMPLING_RATE={self.tracing_sampling_rate!r}: must be within 0..1",
                 key="TRACING_SAMPLING_RATE",
             )
+        self._check_export()
+
+    def _check_export(self) -> None:
+        if self.export is not None and self.export not in EXPORT_KINDS:
+            raise ConfigError(
+                f"cannot use TELEMETRY_EXPORT={self.export!r}: expected one of {', '.join(EXPORT_KINDS)}",
+                key="TELEMETRY_EXPORT",
+            )
+        kind = self.export_kind
+        if kind in ("http", "otlp") and not self.exporter_endpoint:
+            raise ConfigError(
+                f"cannot use TELEMETRY_EXPORT={kind}: TELEMETRY_EXPORTER_ENDPOINT is not set",
+                key="TELEMETRY_EXPORTER_ENDPOINT",
+            )
+        if kind == "embedded" and not self.export_path:
+            raise ConfigError(
+                "cannot use TELEMETRY_EXPORT=embedded: TELEMETRY_EXPORT_PATH is not set",
+                key="TELEMETRY_EXPORT_PATH",
+            )
+
+    @property
+    def export_kind(self) -> str:
+        """The exporter in force: ``TELEMETRY_EXPORT``, else ``http`` with an endpoint, else ``none``."""
+        if self.export is not None:
+            return self.export
+        return "http" if self.exporter_endpoint else "none"
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -166,6 +218,8 @@ class TelemetryConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if out["exporter_token"]:
             out["exporter_token"] = "***"
+        if out["tracing_exporter_token"]:
+            out["tracing_exporter_token"] = "***"
         return out
 
 

@@ -24,6 +24,7 @@ class EventCategory(enum.StrEnum):
     PAYMENT = "payment"
     DOCUMENT = "document"
     LICENSE = "license"
+    ALERT = "alert"
 
 
 class EventSeverity(enum.IntEnum):

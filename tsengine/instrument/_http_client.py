@@ -6,6 +6,10 @@
 operation=method}`` when the response headers arrive. A request that fails before any response
 (connection refused, timeout) never reaches the response hook — time those with
 ``performance_monitor.time_external_call`` if they matter.
+
+With tracing on, the request hook also starts a CLIENT span (child of the current span) and
+injects its ``traceparent``; the response hook ends it with the status (a request that fails
+before any response leaves its span unended: it is neither kept nor exported).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from typing import Any
 
 from tsengine.instrument._performance import PerformanceMonitor
 from tsengine.instrument._runtime import get_telemetry
+from tsengine.instrument._tracing.hooks import end_client_span, start_client_span
 
 __all__ = ["httpx_event_hooks"]
 
 _START_KEY = "tsengine_start_s"
+_SPAN_KEY = "tsengine_span"
 
 
 def httpx_event_hooks(
@@ -30,9 +36,17 @@ def httpx_event_hooks(
 
     def on_request(request: Any) -> None:
         request.extensions[_START_KEY] = mon().clock.monotonic()
+        url = request.url  # tracing: a CLIENT span, its traceparent injected (URL without query)
+        port = f":{url.port}" if url.port else ""
+        span = start_client_span(
+            request.method, f"{url.scheme}://{url.host}{port}{url.path}", url.host, request.headers
+        )
+        if span is not None:
+            request.extensions[_SPAN_KEY] = span
 
     def on_response(response: Any) -> None:
         request = response.request
+        end_client_span(request.extensions.pop(_SPAN_KEY, None), response.status_code)
         start = request.extensions.get(_START_KEY)
         if start is None:
             return

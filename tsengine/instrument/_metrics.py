@@ -8,8 +8,8 @@ unregistered, as in prometheus_client.
 
 Hot path and safety: a value lives in a small slotted child (``_values``) with its own lock, so ``inc``
 on a pre-bound child is one comparison, a lock and an add; totals are exact under any number of
-threads, and nothing here awaits, so it is equally safe from coroutines. A label lookup is one
-dict probe; only a new label set takes the metric's lock.
+threads, and nothing here awaits, so it is equally safe from coroutines. A label lookup with string
+values is one dict probe keyed by the argument tuple; only a new label set takes the metric's lock.
 
 Cardinality: a metric holds at most ``max_series`` label sets (default: the registry's
 ``max_series_per_metric``). A new label set beyond that gets a detached child whose values are
@@ -103,7 +103,7 @@ class Metric:
         self._clock = clock
         self._lock = threading.Lock()
         self._series: dict[tuple[str, ...], Any] = {}
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[object, ...], Any] = {}  # keyed by str tuples only
         self._overflow: Any = None
         #: Label sets refused because of the cardinality limit.
         self.series_dropped = 0
@@ -114,7 +114,8 @@ class Metric:
             raise MetricDefinitionError(f"cannot define metric {full!r}: max_series must be >= 1")
         self._max_series = max_series
         if not self._labelnames:
-            self._root = self._series[()] = self._children[()] = self._new_child()
+            # Not in _children: labels() on an unlabelled metric must miss the fast path and fail.
+            self._root = self._series[()] = self._new_child()
             self._bind_root(self._root)
         if registry is not None:
             registry.register(self)
@@ -157,7 +158,23 @@ class Metric:
 
         Values are converted with ``str()``. Raises ValueError on the wrong number or names of
         labels — a programming error. Beyond the cardinality limit, returns a detached child.
+
+        The hot path is one dict probe with the positional tuple itself: the children are keyed
+        by their label values as strings, so string arguments (the usual case) hit without
+        validation, conversion or allocation. Anything else — keywords, other types, a wrong
+        count — misses and takes :meth:`_labels_slow`. (One consequence: a ``(str, Enum)`` member
+        equal to an existing label value finds that value's child; ``str()`` of it would differ.)
         """
+        if not labelkwargs:
+            try:
+                child = self._children.get(values)
+            except TypeError:  # an unhashable value: the slow path converts it with str()
+                child = None
+            if child is not None:
+                return child
+        return self._labels_slow(values, labelkwargs)
+
+    def _labels_slow(self, values: tuple[object, ...], labelkwargs: dict[str, object]) -> Any:
         if labelkwargs:
             if values:
                 raise ValueError(f"cannot label {self._name}: pass label values by position or by name")

@@ -174,6 +174,8 @@ class PerformanceMonitor:
         self._thresholds: dict[str, float] = {}
         self._windows: dict[tuple[str, str], _Window] = {}
         self._slow: deque[SlowOperation] = deque(maxlen=max_slow)
+        #: Called with ``(name, error, duration_s, threshold_s)`` for every request (app-side alerts).
+        self.request_observer: Callable[[str, bool, float, float], None] | None = None
 
         self._metrics: _Metrics | None = None
 
@@ -230,6 +232,9 @@ class PerformanceMonitor:
         now = self._clock.monotonic()
         self._window("request", name).samples.append((now, duration_s, error))
         threshold = self.threshold(name, route)
+        observer = self.request_observer
+        if observer is not None:
+            observer(name, error, duration_s, threshold)
         if duration_s > threshold:
             self._slow_op("request", name, duration_s, threshold, status_s)
 

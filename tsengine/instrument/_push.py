@@ -1,13 +1,19 @@
-"""HttpExporter: push metric snapshots and events to a tsengine server's ``/api/v1/import``.
+"""Queued exporters: the bounded queue and worker they share, and HttpExporter over ``/api/v1/import``.
 
-Who calls it: the runtime (``Telemetry.set_exporter`` attaches it, ``Telemetry.start`` starts
-it), or the application directly. What comes in: registry snapshots (``export_metrics``, taken
-by the worker every ``interval_s`` or on ``export_now()``), events (``export_events``, fed by a
-subscription to the event tracker) and data points. What goes out: NDJSON rows
-``{"table","time","tags","fields"}`` in ``POST {endpoint}/api/v1/import?db=...``, over stdlib
-``http.client`` only (no aiohttp, pyarrow or duckdb here).
+Who calls it: the runtime (``Telemetry.set_exporter`` attaches an exporter, ``Telemetry.start``
+starts it), or the application directly. What comes in: registry snapshots (``export_metrics``,
+taken by the worker every ``interval_s`` or on ``export_now()``), events (``export_events``, fed
+by a subscription to the event tracker) and data points. What goes out depends on the subclass:
 
-Row shapes:
+* :class:`HttpExporter` (here): NDJSON rows ``{"table","time","tags","fields"}`` in
+  ``POST {endpoint}/api/v1/import?db=...``, over stdlib ``http.client`` only (no aiohttp,
+  pyarrow or duckdb here);
+* :class:`~tsengine.instrument.OtlpMetricsExporter` (``_otlp_metrics_export``): metrics as an
+  OTLP/HTTP protobuf ``ExportMetricsServiceRequest`` to ``{endpoint}/v1/metrics``;
+* :class:`~tsengine.instrument.EmbeddedExporter` (``_embedded``): the same rows as
+  ``HttpExporter``, written straight into a :class:`tsengine.Engine` in this process.
+
+Row shapes (HttpExporter and EmbeddedExporter):
 
 * a metric sample is a row of the table named like the exposed sample (``orders_total``,
   ``latency_seconds_bucket`` with tag ``le``, ``latency_seconds_sum``…), its labels plus
@@ -18,7 +24,8 @@ Row shapes:
   ``severity``, ``name``; fields ``id``, ``message``, ``attributes`` (JSON text) and the
   context ids that are set.
 
-Queue and failure policy (the :class:`~tsengine.instrument.Exporter` contract):
+Queue and failure policy (the :class:`~tsengine.instrument.Exporter` contract, in
+:class:`QueuedExporter`):
 
 * ``export_*`` only append to a bounded in-memory queue of batches (``batch_size`` rows each,
   ``max_queue`` rows in all) under a short lock: they never block on the network and never
@@ -26,19 +33,21 @@ Queue and failure policy (the :class:`~tsengine.instrument.Exporter` contract):
   counted in ``tsengine_instrument_export_dropped_total``; audit events in a dropped batch go to
   the tracker's spill file (``EVENTS_AUDIT_SPILL_PATH``), or, without one, are logged at ERROR
   with their content and counted in ``tsengine_instrument_audit_events_lost_total``.
-* 5xx, 429 and connection errors are retried with exponential backoff and full jitter
-  (``Retry-After`` honoured, capped at ``max_backoff_s``); the batch stays at the head of the
-  queue meanwhile, so a server that comes back receives everything still queued.
-* any other 4xx is final: the batch is discarded, its rows counted in
-  ``tsengine_instrument_export_rejected_total`` and the first such answer logged at WARNING
-  (later ones at DEBUG), so a bad token cannot retry forever or flood the log.
+* a retryable failure (HTTP: 5xx, 429, connection errors; embedded: engine overloaded or
+  unavailable) is retried with exponential backoff and full jitter (``Retry-After`` honoured,
+  capped at ``max_backoff_s``); the batch stays at the head of the queue meanwhile, so a server
+  that comes back receives everything still queued.
+* a final refusal (HTTP: any other 4xx; embedded: invalid input) discards the batch, counts its
+  rows in ``tsengine_instrument_export_rejected_total`` and logs the first such answer at
+  WARNING (later ones at DEBUG), so a bad token cannot retry forever or flood the log.
 
-The server stores a request all or nothing, so one row it refuses (a label named like the
-``value`` field, a type conflict with an existing table) takes its whole batch with it.
+The server (and the engine) store a request all or nothing, so one row it refuses (a label
+named like the ``value`` field, a type conflict with an existing table) takes its whole batch
+with it.
 
 Lifecycle: construction starts nothing. ``start()`` starts one daemon thread;
 ``shutdown(timeout_s)`` takes a last snapshot, flushes and stops it (idempotent).
-``flush(timeout_s)`` sends on the calling thread — do not call it on an event loop that also
+``flush(timeout_s)`` delivers on the calling thread — do not call it on an event loop that also
 serves the target server.
 """
 
@@ -69,7 +78,7 @@ if TYPE_CHECKING:
     from tsengine.instrument._runtime import Telemetry
     from tsengine.instrument._subscription import Subscription
 
-__all__ = ["HttpExporter"]
+__all__ = ["HttpExporter", "QueuedExporter"]
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +90,18 @@ class _Batch:
     rows: list[Any] = field(default_factory=list)  # dict rows or Event objects, encoded at send time
     audit: int = 0
     sealed: bool = False  # taken by a sender: no more rows go in
-    body: bytes | None = None
+    body: bytes | None = None  # encoded once, re-sent as is on retries
+    dict_rows: list[dict[str, Any]] | None = None
 
 
 class _Stats:
     """Counters of one exporter: plain ints (always) mirrored into a registry (once attached)."""
 
     NAMES = {
-        "sent": "Rows accepted by the tsengine server.",
+        "sent": "Rows accepted by the export target (server, collector or embedded engine).",
         "dropped": "Rows dropped from the full export queue (oldest batch first).",
-        "rejected": "Rows in batches the server refused with a 4xx other than 429 (not retried).",
-        "retries": "Failed pushes that will be retried (5xx, 429, connection errors).",
+        "rejected": "Rows in batches the target refused for good (HTTP 4xx other than 429; not retried).",
+        "retries": "Failed deliveries that will be retried (5xx, 429, connection errors, overload).",
     }
 
     def __init__(self) -> None:
@@ -119,54 +129,50 @@ class _Stats:
                 counter.inc(n)
 
 
-class HttpExporter:
-    """Batched background push to ``{endpoint}/api/v1/import``. See the module docstring.
+class QueuedExporter:
+    """What every exporter shares: the bounded queue, the worker, flush, shutdown and counters.
+
+    Subclasses say how one batch is delivered (:meth:`_attempt`) and may reshape what is
+    queued (``export_*``). Not for direct use: see :class:`HttpExporter`,
+    :class:`~tsengine.instrument.OtlpMetricsExporter` and
+    :class:`~tsengine.instrument.EmbeddedExporter`.
 
     Args:
-        endpoint: the server's base URL, ``http://host:port`` (``https`` works too).
-        token: sent as ``Authorization: Bearer``; needs the ``write`` scope.
         interval_s: seconds between registry snapshots and pushes.
         max_queue: rows held in memory at most; beyond, the oldest batch is dropped.
-        batch_size: rows per request.
-        timeout_s: connect/read timeout of one request.
-        db: the target database.
+        batch_size: rows per delivery.
+        timeout_s: time limit of one delivery.
         service: the ``service`` tag on every row (default: the attached config's service name).
         events_table: table of event rows.
         max_backoff_s: cap of the retry delay (``Retry-After`` included).
         registry: where the export counters are created (default: the attached telemetry's).
     """
 
+    #: Where deliveries go, for logs and ``/health/telemetry``.
+    endpoint: str = ""
+    #: Whether ``attach`` subscribes to the tracker's events.
+    exports_events: bool = True
+
     def __init__(
         self,
-        endpoint: str,
-        token: str | None = None,
         *,
         interval_s: float = 5.0,
         max_queue: int = 10_000,
         batch_size: int = 1000,
         timeout_s: float = 5.0,
-        db: str = "default",
         service: str | None = None,
         events_table: str = "events",
         max_backoff_s: float = 30.0,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        parsed = urllib.parse.urlsplit(endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"cannot use exporter endpoint {endpoint!r}: expected http(s)://host[:port]")
         if interval_s <= 0 or timeout_s <= 0 or max_backoff_s <= 0:
             raise ValueError("cannot configure exporter: interval_s, timeout_s and max_backoff_s must be > 0")
         if batch_size < 1 or max_queue < 1:
             raise ValueError("cannot configure exporter: batch_size and max_queue must be >= 1")
-        self.endpoint = endpoint.rstrip("/")
-        self._scheme, self._host, self._port = parsed.scheme, parsed.hostname, parsed.port
-        self._path = parsed.path.rstrip("/") + "/api/v1/import?" + urllib.parse.urlencode({"db": db})
-        self.token = token
         self.interval_s = interval_s
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.timeout_s = timeout_s
-        self.db = db
         self.service = service
         self.events_table = events_table
         self.max_backoff_s = max_backoff_s
@@ -180,7 +186,7 @@ class HttpExporter:
             self._bind_registry(registry)
 
         self._lock = threading.Lock()  # the queue
-        self._send_lock = threading.Lock()  # one request at a time (worker or flush)
+        self._send_lock = threading.Lock()  # one delivery at a time (worker or flush)
         self._cond = threading.Condition(threading.Lock())  # worker wake-ups
         self._queue: deque[_Batch] = deque()
         self._queued_rows = 0
@@ -207,7 +213,7 @@ class HttpExporter:
         if self.service is None:
             self.service = telemetry.config.service_name
         self._spill = telemetry.events._spill
-        if self._subscription is None:
+        if self._subscription is None and self.exports_events:
             self._subscription = telemetry.events.subscribe(lambda ev: self.export_events((ev,)))
 
     def detach(self) -> None:
@@ -286,10 +292,10 @@ class HttpExporter:
         return self._queued_rows
 
     def flush(self, timeout_s: float) -> bool:
-        """Send everything queued, on this thread; True if it all was accepted within ``timeout_s``.
+        """Deliver everything queued, on this thread; True if it all was accepted within ``timeout_s``.
 
-        Retryable failures are retried (with backoff) until the deadline; a 4xx batch is dropped
-        and makes the answer False.
+        Retryable failures are retried (with backoff) until the deadline; a refused batch is
+        dropped and makes the answer False.
         """
         deadline = time.monotonic() + timeout_s
         all_ok = True
@@ -325,7 +331,11 @@ class HttpExporter:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.detach()
         self.export_now()
-        self.flush(max(0.0, deadline - time.monotonic()))
+        try:
+            self.flush(max(0.0, deadline - time.monotonic()))
+        finally:
+            with self._send_lock:
+                self._close()
 
     def wake(self) -> None:
         """Ask the worker to snapshot and push now (returns at once)."""
@@ -333,6 +343,19 @@ class HttpExporter:
             self._retry_at = 0.0
             self._wake = True
             self._cond.notify_all()
+
+    # -- what subclasses provide -------------------------------------------------------------------
+
+    def _attempt(self, batch: _Batch, timeout_s: float) -> tuple[str, float | None, str]:
+        """Deliver ``batch`` once: ``(outcome, retry_after_s or None, detail for the log)``.
+
+        ``outcome`` is ``"ok"``, ``"retry"`` (the batch stays queued) or ``"rejected"`` (final).
+        An exception counts as rejected and is logged with its traceback.
+        """
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Release what deliveries hold, after the last flush of ``shutdown`` (default: nothing)."""
 
     # -- queue -------------------------------------------------------------------------------------
 
@@ -391,15 +414,13 @@ class HttpExporter:
                 self._queue.popleft()
                 self._queued_rows -= len(batch.rows)
 
-    # -- sending -----------------------------------------------------------------------------------
+    # -- delivering --------------------------------------------------------------------------------
 
-    def _encode(self, batch: _Batch) -> bytes:
-        if batch.body is None:
-            lines = []
-            for row in batch.rows:
-                lines.append(_dumps(self._event_row(row) if type(row) is Event else row))
-            batch.body = ("\n".join(lines) + "\n").encode()
-        return batch.body
+    def _rows(self, batch: _Batch) -> list[dict[str, Any]]:
+        """The batch as import rows (events converted), cached on the batch for retries."""
+        if batch.dict_rows is None:
+            batch.dict_rows = [self._event_row(r) if type(r) is Event else r for r in batch.rows]
+        return batch.dict_rows
 
     def _event_row(self, ev: Event) -> dict[str, Any]:
         tags = {"category": ev.category.value, "severity": str(ev.severity), "name": ev.name}
@@ -417,37 +438,19 @@ class HttpExporter:
         return {"table": self.events_table, "time": ev.time_ns, "tags": tags, "fields": fields}
 
     def _send(self, batch: _Batch, timeout_s: float) -> str:
-        """One POST of ``batch``; updates the queue and counters; returns the outcome."""
+        """One delivery of ``batch``; updates the queue and counters; returns the outcome."""
         try:
-            body = self._encode(batch)
+            outcome, retry_after, detail = self._attempt(batch, timeout_s)
         except Exception:
-            self._internal_error("encode")
-            self._done(batch)
-            self.stats.inc("rejected", len(batch.rows))
-            return _REJECTED
-        headers = {"Content-Type": "application/x-ndjson", "User-Agent": "tsengine-instrument"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=timeout_s)
-        retry_after: float | None = None
-        try:
-            conn.request("POST", self._path, body=body, headers=headers)
-            resp = conn.getresponse()
-            status = resp.status
-            text = resp.read(4096)
-            retry_after = _retry_after(resp.getheader("Retry-After"))
-        except (OSError, http.client.HTTPException) as exc:
-            status, text = 0, str(exc).encode()
-        finally:
-            conn.close()
-        if 200 <= status < 300:
+            self._internal_error("deliver")
+            outcome, retry_after, detail = _REJECTED, None, "internal error (logged above)"
+        if outcome == _OK:
             self._done(batch)
             self.stats.inc("sent", len(batch.rows))
             self._failures = 0
             self._retry_at = 0.0
             return _OK
-        if status == 429 or status >= 500 or status == 0:
+        if outcome == _RETRY:
             self._failures += 1
             self.stats.inc("retries")
             delay = min(self.max_backoff_s, 0.5 * 2 ** min(self._failures - 1, 16))
@@ -455,7 +458,9 @@ class HttpExporter:
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.max_backoff_s))
             self._retry_at = time.monotonic() + delay
-            log.debug("export to %s failed (%s), retrying in %.2f s", self.endpoint, status or text, delay)
+            with self._cond:  # a failure seen by flush() on another thread: the worker retries too
+                self._cond.notify_all()
+            log.debug("export to %s failed (%s), retrying in %.2f s", self.endpoint, detail, delay)
             return _RETRY
         self._done(batch)
         self.stats.inc("rejected", len(batch.rows))
@@ -463,11 +468,10 @@ class HttpExporter:
         self._logged_rejection = True
         log.log(
             level,
-            "export to %s refused with %d, dropping %d rows (not retried): %s",
+            "export to %s refused with %s, dropping %d rows (not retried)",
             self.endpoint,
-            status,
+            detail,
             len(batch.rows),
-            text.decode("utf-8", "replace"),
         )
         return _REJECTED
 
@@ -508,6 +512,73 @@ class HttpExporter:
         if self._registry is not None:
             with contextlib.suppress(Exception):
                 self._registry.self_metrics.errors.labels("exporter").inc()
+
+
+class HttpExporter(QueuedExporter):
+    """Batched background push to ``{endpoint}/api/v1/import``. See the module docstring.
+
+    Args:
+        endpoint: the server's base URL, ``http://host:port`` (``https`` works too).
+        token: sent as ``Authorization: Bearer``; needs the ``write`` scope.
+        db: the target database.
+        **kwargs: the queue and worker settings of :class:`QueuedExporter` (``interval_s``,
+            ``max_queue``, ``batch_size``, ``timeout_s``, ``service``, ``events_table``,
+            ``max_backoff_s``, ``registry``).
+    """
+
+    content_type = "application/x-ndjson"
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None = None,
+        *,
+        db: str = "default",
+        **kwargs: Any,
+    ) -> None:
+        parsed = urllib.parse.urlsplit(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"cannot use exporter endpoint {endpoint!r}: expected http(s)://host[:port]")
+        super().__init__(**kwargs)
+        self.endpoint = endpoint.rstrip("/")
+        self._scheme, self._host, self._port = parsed.scheme, parsed.hostname, parsed.port
+        self._path = parsed.path.rstrip("/") + self._api_path(db)
+        self.token = token
+        self.db = db
+
+    def _api_path(self, db: str) -> str:
+        return "/api/v1/import?" + urllib.parse.urlencode({"db": db})
+
+    def _encode(self, batch: _Batch) -> bytes:
+        if batch.body is None:
+            lines = [_dumps(row) for row in self._rows(batch)]
+            batch.body = ("\n".join(lines) + "\n").encode()
+        return batch.body
+
+    def _attempt(self, batch: _Batch, timeout_s: float) -> tuple[str, float | None, str]:
+        body = self._encode(batch)
+        headers = {"Content-Type": self.content_type, "User-Agent": "tsengine-instrument"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        conn = cls(self._host, self._port, timeout=timeout_s)
+        retry_after: float | None = None
+        try:
+            conn.request("POST", self._path, body=body, headers=headers)
+            resp = conn.getresponse()
+            status = resp.status
+            text = resp.read(4096)
+            retry_after = _retry_after(resp.getheader("Retry-After"))
+        except (OSError, http.client.HTTPException) as exc:
+            status, text = 0, str(exc).encode()
+        finally:
+            conn.close()
+        detail = f"{status}: {text.decode('utf-8', 'replace')}" if status else text.decode("utf-8", "replace")
+        if 200 <= status < 300:
+            return _OK, None, ""
+        if status == 429 or status >= 500 or status == 0:
+            return _RETRY, retry_after, detail
+        return _REJECTED, None, detail
 
 
 def _dumps(obj: Any) -> str:

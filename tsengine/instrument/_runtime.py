@@ -20,6 +20,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from tsengine.instrument._alerts import AppAlerts
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
 from tsengine.instrument._collector import MetricsCollector
 from tsengine.instrument._config import ConfigError, TelemetryConfig
@@ -29,6 +30,8 @@ from tsengine.instrument._hooks import Hooks
 from tsengine.instrument._performance import PerformanceMonitor
 from tsengine.instrument._registry import REGISTRY, CollectorRegistry
 from tsengine.instrument._system import SystemMetrics
+from tsengine.instrument._tracing.hooks import apply_tracing, check_tracing_config
+from tsengine.instrument._tracing.tracer import Tracer
 
 __all__ = ["Telemetry", "configure", "get_telemetry"]
 
@@ -65,7 +68,9 @@ class Telemetry:
         self.performance = PerformanceMonitor(
             registry=self.registry, system_snapshot=self.system.snapshot, tracker=self.events, clock=clock
         )
+        self.alerts = AppAlerts(self.events, clock=clock, on_error=lambda: self.record_error("alerts"))
         self.hooks = Hooks()
+        self.tracer = Tracer(clock=clock)  # disabled until the config turns tracing on
         self.hooks.on_error = lambda: self.record_error("hook")
         self.exporter: Exporter | None = None
         self._config_exporter: tuple[Any, ...] | None = None  # settings of an exporter built by apply()
@@ -80,6 +85,7 @@ class Telemetry:
         """
         if config.enabled and config.exporter_endpoint:
             _check_exporter_endpoint(config.exporter_endpoint)  # before changing anything
+        check_tracing_config(config)
         self.config = config
         # Plain attributes, read on every request and call (cheaper than the config's properties).
         self.enabled = config.enabled
@@ -101,21 +107,30 @@ class Telemetry:
         self.performance.metrics_enabled = config.metrics_on
         self.events.count_metrics = config.metrics_on
         self.performance.default_threshold_s = config.slow_request_threshold_s
+        alerts_on = config.enabled and config.alerts_enabled
+        self.alerts.configure(enabled=alerts_on, max_alerts=config.alerts_max_alerts)
+        self.performance.request_observer = self.alerts.observe_request if alerts_on else None
         self.system.interval_s = config.system_metrics_interval_s
         if not config.system_metrics_on:
             self.system.stop()
         self._apply_exporter(config)
+        apply_tracing(self, config)  # tracer, request/call hooks, trace-id provider, OTLP span exporter
 
     def _apply_exporter(self, config: TelemetryConfig) -> None:
-        """Build (not start) the HTTP exporter named by ``TELEMETRY_EXPORTER_*``, or remove it.
+        """Build (not start) the exporter named by ``TELEMETRY_EXPORT`` / ``TELEMETRY_EXPORTER_*``.
 
-        Only an exporter built here is replaced or removed; one installed by ``set_exporter``
-        stays when the config names no endpoint.
+        ``http`` → :class:`HttpExporter`, ``otlp`` → :class:`OtlpMetricsExporter`, ``embedded``
+        → :class:`EmbeddedExporter` on ``TELEMETRY_EXPORT_PATH``, ``none`` → no exporter. Only an
+        exporter built here is replaced or removed; one installed by ``set_exporter`` stays when
+        the config names none.
         """
+        kind = config.export_kind if config.enabled else "none"
         key = None
-        if config.enabled and config.exporter_endpoint:
+        if kind != "none":
             key = (
+                kind,
                 config.exporter_endpoint,
+                config.export_path,
                 config.exporter_token,
                 config.exporter_batch_size,
                 config.exporter_queue_size,
@@ -129,16 +144,25 @@ class Telemetry:
                 self._config_exporter = None
                 self.set_exporter(None)
             return
-        from tsengine.instrument._push import HttpExporter
+        settings: dict[str, Any] = {
+            "batch_size": config.exporter_batch_size,
+            "max_queue": config.exporter_queue_size,
+            "interval_s": config.exporter_flush_interval_s,
+            "service": config.service_name,
+        }
+        exporter: Exporter
+        if kind == "embedded":
+            from tsengine.instrument._embedded import EmbeddedExporter
 
-        exporter = HttpExporter(
-            config.exporter_endpoint or "",
-            config.exporter_token,
-            batch_size=config.exporter_batch_size,
-            max_queue=config.exporter_queue_size,
-            interval_s=config.exporter_flush_interval_s,
-            service=config.service_name,
-        )
+            exporter = EmbeddedExporter(path=config.export_path, **settings)
+        elif kind == "otlp":
+            from tsengine.instrument._otlp_metrics_export import OtlpMetricsExporter
+
+            exporter = OtlpMetricsExporter(config.exporter_endpoint or "", config.exporter_token, **settings)
+        else:
+            from tsengine.instrument._push import HttpExporter
+
+            exporter = HttpExporter(config.exporter_endpoint or "", config.exporter_token, **settings)
         self.set_exporter(exporter)
         self._config_exporter = key
 
@@ -173,10 +197,13 @@ class Telemetry:
         start = getattr(self.exporter, "start", None)
         if start is not None:
             start()
+        if self.tracer.enabled:
+            self.tracer.start()  # the OTLP span exporter's worker
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop background work and shut the exporter down. Idempotent."""
         self.system.stop(timeout_s)
+        self.tracer.shutdown(timeout_s)
         if self.exporter is not None:
             self.exporter.shutdown(timeout_s)
 
@@ -217,6 +244,8 @@ class Telemetry:
                     "slow_endpoints": self.performance.slow_endpoints(5),
                 },
                 "exporter": self._exporter_health(),
+                "alerts": self.alerts.health(),
+                "tracing": self.tracer.health(),
             },
             "errors": errors,
         }

@@ -39,6 +39,7 @@ from tsengine.instrument._hooks import RequestInfo
 from tsengine.instrument._performance import PerformanceMonitor
 from tsengine.instrument._runtime import Telemetry, get_telemetry
 from tsengine.instrument._security import SecurityMonitor
+from tsengine.instrument._tracing.hooks import end_client_span, start_client_span
 
 __all__ = ["TELEMETRY_KEY", "setup_aiohttp", "telemetry_middleware", "trace_config"]
 
@@ -175,6 +176,8 @@ def setup_aiohttp(
 def trace_config(monitor: PerformanceMonitor | None = None) -> TraceConfig:
     """A ``TraceConfig`` recording each client request as an external call (service = host).
 
+    With tracing on, each request is also a CLIENT span whose ``traceparent`` is injected.
+
     Use: ``aiohttp.ClientSession(trace_configs=[trace_config()])``.
     """
     tc = TraceConfig()
@@ -184,10 +187,15 @@ def trace_config(monitor: PerformanceMonitor | None = None) -> TraceConfig:
 
     async def on_start(session: Any, ctx: SimpleNamespace, params: Any) -> None:
         ctx.tsengine_start = mon().clock.monotonic()
+        url = params.url  # tracing: a CLIENT span, its traceparent injected (URL without query)
+        ctx.tsengine_span = start_client_span(
+            params.method, str(url.origin()) + url.raw_path, url.host, params.headers
+        )
 
     async def on_end(session: Any, ctx: SimpleNamespace, params: TraceRequestEndParams) -> None:
         m = mon()
         status = params.response.status
+        end_client_span(getattr(ctx, "tsengine_span", None), status)
         m.record_external_call(
             params.url.host or "unknown",
             params.method,
@@ -198,6 +206,7 @@ def trace_config(monitor: PerformanceMonitor | None = None) -> TraceConfig:
 
     async def on_exception(session: Any, ctx: SimpleNamespace, params: TraceRequestExceptionParams) -> None:
         m = mon()
+        end_client_span(getattr(ctx, "tsengine_span", None), error=params.exception)
         m.record_external_call(
             params.url.host or "unknown",
             params.method,

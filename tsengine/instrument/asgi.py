@@ -244,6 +244,12 @@ class _HeaderView(Mapping[str, str]):
             raise KeyError(name)
         return value
 
+    def get(self, name: str, default: Any = None) -> Any:
+        # Without the KeyError round trip of Mapping.get: the tracer looks up traceparent on
+        # every request, and most requests do not carry one.
+        value = _header(self._scope, name.lower().encode("latin-1"))
+        return default if value is None else value
+
     def __iter__(self) -> Iterator[str]:
         return (k.decode("latin-1") for k, _ in self._scope.get("headers") or ())
 

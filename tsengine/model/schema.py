@@ -36,10 +36,15 @@ class Column:
 
 @dataclass(frozen=True)
 class TableSchema:
-    """Ordered columns of one table (``time`` is implicit and always first)."""
+    """Ordered columns of one table (``time`` is implicit and always first).
+
+    ``append_only``: rows are never de-duplicated (two rows of one series and time both stay);
+    set when the table is declared (:meth:`tsengine.engine.Engine.declare_table`), kept forever.
+    """
 
     table: str
     columns: tuple[Column, ...] = ()
+    append_only: bool = False
 
     @property
     def tags(self) -> list[str]:
@@ -94,17 +99,19 @@ class TableSchema:
                 f"cannot write table {self.table!r}: more than {MAX_COLUMNS} columns "
                 f"({len(self.columns)} stored, {len(new)} new)"
             )
-        return TableSchema(self.table, self.columns + tuple(new))
+        return TableSchema(self.table, self.columns + tuple(new), self.append_only)
 
     def union(self, columns: Iterable[Column]) -> TableSchema:
         """Add columns found elsewhere (e.g. in a file footer) that this schema lacks."""
         known = {c.name for c in self.columns}
         extra = tuple(c for c in columns if c.name not in known)
-        return TableSchema(self.table, self.columns + extra) if extra else self
+        return TableSchema(self.table, self.columns + extra, self.append_only) if extra else self
 
     def to_json(self) -> list[dict[str, str]]:
         return [c.to_json() for c in self.columns]
 
     @classmethod
-    def from_json(cls, table: str, doc: Iterable[Mapping[str, str]]) -> TableSchema:
-        return cls(table, tuple(Column.from_json(d) for d in doc))
+    def from_json(
+        cls, table: str, doc: Iterable[Mapping[str, str]], *, append_only: bool = False
+    ) -> TableSchema:
+        return cls(table, tuple(Column.from_json(d) for d in doc), append_only)

@@ -71,7 +71,9 @@ def compact_table(
         entries.sort(key=lambda e: (e.file.seq, e.file.gen))
         paths = [e.file.path(data_dir, db, table) for e in entries]
         data = read_files(paths, manifest.schema)
-        parts = sort_dedup_split(data, manifest.schema.tags, span_hours=span)
+        parts = sort_dedup_split(
+            data, manifest.schema.tags, span_hours=span, dedup=not manifest.schema.append_only
+        )
         out = PartitionFile(
             hour=first_hour,
             span=span,

@@ -102,6 +102,7 @@ class Manifest:
             "db": self.db,
             "table": self.table,
             "schema": self.schema.to_json(),
+            **({"append_only": True} if self.schema.append_only else {}),
             "hwm": self.hwm,
             "files": [
                 e.to_json() for e in sorted(self.files.values(), key=lambda e: (e.file.hour, e.file.seq))
@@ -110,7 +111,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, doc: dict) -> Manifest:
-        schema = TableSchema.from_json(doc["table"], doc["schema"])
+        schema = TableSchema.from_json(doc["table"], doc["schema"], append_only=bool(doc.get("append_only")))
         files = {e.file.relpath(): e for e in (FileEntry.from_json(f) for f in doc["files"])}
         return cls(db=doc["db"], schema=schema, files=files, hwm={k: int(v) for k, v in doc["hwm"].items()})
 
@@ -157,6 +158,14 @@ def reconcile(manifest: Manifest | None, table_dir: Path, db: str, table: str) -
             changed = True
     for rel, path in on_disk.items():
         if rel in manifest.files:
+            continue
+        if manifest.schema.append_only:
+            # Nothing de-duplicates an append-only table, and an unlisted file is always
+            # redundant: a flush's rows are still in the WAL (replayed), a compaction's inputs
+            # are still listed. Adopting it would double its rows.
+            log.warning("table %s.%s: removing %s written before a crash (append-only)", db, table, rel)
+            path.unlink()
+            changed = True
             continue
         try:
             pfile = PartitionFile.parse(rel)

@@ -100,13 +100,16 @@ def _rank_of_tag(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return rank[idx.to_numpy(zero_copy_only=False)] if len(idx) else np.empty(0, np.int64)
 
 
-def sort_dedup_split(data: pa.Table, tag_names: list[str], span_hours: int = 1) -> list[tuple[int, pa.Table]]:
+def sort_dedup_split(
+    data: pa.Table, tag_names: list[str], span_hours: int = 1, *, dedup: bool = True
+) -> list[tuple[int, pa.Table]]:
     """Sort by (partition, tags, time), merge the rows of each (series, time), split.
 
     Rows of the same series and time merge field by field, the last-written non-null value of
     each field winning (InfluxDB's rule for duplicate points; for a single-field table it is
     plain last-write-wins). Partitions are ``span_hours`` long (1: hour files, 24: day files).
     ``data`` must be in write order. Returns ``[(first_hour_of_partition, rows), ...]``.
+    ``dedup=False`` (append-only tables) sorts and splits but keeps every row.
     """
     n = data.num_rows
     if n == 0:
@@ -123,7 +126,7 @@ def sort_dedup_split(data: pa.Table, tag_names: list[str], span_hours: int = 1) 
     for r in ranks:
         rs = r[perm]
         same &= rs[1:] == rs[:-1]
-    if same.any():
+    if dedup and same.any():
         out_sorted = _merge_runs(data, perm, same, set(present_tags))
         perm = perm[np.append(~same, True)]
     else:

@@ -36,7 +36,7 @@ from tsengine.query.views import (
     view_sql,
 )
 
-__all__ = ["QueryLayer", "SnapshotSource"]
+__all__ = ["ArchiveSource", "QueryLayer", "SnapshotSource"]
 
 _EMPTY_LIVE = pa.table({"time": pa.array([], pa.timestamp("ns"))})
 _EMPTY_DIRTY_LIVE = pa.table({"time": pa.array([], pa.timestamp("ns")), ROW_COLUMN: pa.array([], pa.int64())})
@@ -51,6 +51,14 @@ class SnapshotSource(Protocol):
 
     def release(self, snaps: list[TableSnapshot]) -> None:
         """Unpin what :meth:`snapshot` pinned."""
+        ...
+
+
+class ArchiveSource(Protocol):
+    """Archived tables for the ``archive`` schema (see :mod:`tsengine.lifecycle.archive`)."""
+
+    def archive_relation(self, db: str, table: str) -> tuple[pa.Schema, Any, int] | None:
+        """(Arrow schema, ``pyarrow.dataset`` of its files, version) of an archived table."""
         ...
 
 
@@ -86,6 +94,13 @@ class QueryLayer:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
         self._closed = False
+        #: Set by the lifecycle when an archive is configured: ``archive.<table>`` (tables of
+        #: ``default``) and ``archive_<db>.<table>`` then read archived files through pyarrow.
+        self.archive: ArchiveSource | None = None
+        self._archive_views: dict[tuple[str, str], tuple[str, int]] = {}
+        #: Engine-defined views over tables (the lifecycle's ``<table>_auto``): view name ->
+        #: the table names a query of it must snapshot.
+        self._derived: dict[str, frozenset[str]] = {}
 
     # -- views ------------------------------------------------------------------------------
 
@@ -152,6 +167,9 @@ class QueryLayer:
         if self._closed:
             raise QueryError("cannot run query: the engine is closed")
         stmt, names = sandbox.check_sql_tables(text)
+        if self._derived and not names.isdisjoint(self._derived):
+            names = names.union(*(self._derived[n] for n in names if n in self._derived))
+        archived = sandbox.archive_tables(stmt) if self.archive and "archive" in stmt.lower() else set()
         snaps = self._source.snapshot(names)
         cur = self._cursor()
         bound: dict[str, Any] = self._local.bound
@@ -164,6 +182,8 @@ class QueryLayer:
                     t = quote_ident(s.table)
                     cur.execute(f"CREATE OR REPLACE TEMP VIEW {t} AS SELECT * FROM {quote_ident(db)}.{t}")
                     aliases.append(t)
+            for schema_name, table in archived:
+                self._bind_archive(cur, bound, schema_name, table)
             return sandbox.run_with_timeout(cur, stmt, params, self._timeout_s)
         except TsengineError:
             raise
@@ -179,6 +199,11 @@ class QueryLayer:
                     if bound.get(reg) is not empty:
                         cur.register(reg, empty)
                         bound[reg] = empty
+            for key in archived:
+                known = self._archive_views.get(key)
+                if known is not None and bound.get(known[0]) is not None:
+                    cur.unregister(known[0])
+                    bound[known[0]] = None
             self._source.release(snaps)
 
     def _bind(self, cur: duckdb.DuckDBPyConnection, bound: dict[str, Any], snap: TableSnapshot) -> None:
@@ -197,6 +222,50 @@ class QueryLayer:
             if bound.get(reg) is not obj:
                 cur.register(reg, obj)
                 bound[reg] = obj
+
+    def define_view(self, db: str, name: str, sql: str, tables: AbstractSet[str]) -> None:
+        """Create or replace the engine-defined view ``db.name`` (SQL the engine built, reading
+        ``tables``); queries naming it snapshot ``tables``. Run a query over ``sql`` on the same
+        thread first: the view is bound on this thread's cursor, which then has every view and
+        variable it reads."""
+        with self._ddl_lock:
+            cur = self._cursor()
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(db)}")
+            cur.execute(f"CREATE OR REPLACE VIEW {quote_ident(db)}.{quote_ident(name)} AS {sql}")
+            if db == "default":
+                q = quote_ident(name)
+                cur.execute(f'CREATE OR REPLACE VIEW main.{q} AS SELECT * FROM "default".{q}')
+            self._derived[name] = frozenset(self._derived.get(name, frozenset()) | set(tables))
+
+    def _bind_archive(
+        self, cur: duckdb.DuckDBPyConnection, bound: dict[str, Any], schema_name: str, table: str
+    ) -> None:
+        """Register the archived table's dataset on this cursor behind the view ``schema.table``."""
+        assert self.archive is not None
+        db = "default" if schema_name.lower() == "archive" else schema_name[len("archive_") :]
+        rel = self.archive.archive_relation(db, table)
+        if rel is None:
+            raise QueryError(f"cannot run query: table {db}.{table} has no archived data")
+        arrow_schema, dataset, version = rel
+        key = (schema_name, table)
+        with self._ddl_lock:
+            known = self._archive_views.get(key)
+            if known is None or known[1] != version:
+                reg = known[0] if known else f"__tsa{len(self._archive_views) + 1}"
+                ddl = self._con.cursor()
+                try:
+                    ddl.register(reg, arrow_schema.empty_table())
+                    ddl.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema_name)}")
+                    ddl.execute(
+                        f"CREATE OR REPLACE VIEW {quote_ident(schema_name)}.{quote_ident(table)} "
+                        f"AS SELECT * FROM {reg}"
+                    )
+                finally:
+                    ddl.close()
+                self._archive_views[key] = (reg, version)
+            reg = self._archive_views[key][0]
+        cur.register(reg, dataset)
+        bound[reg] = dataset
 
     def internal(self, text: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run SQL the engine built itself (never user text) on this thread's cursor."""

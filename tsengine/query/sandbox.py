@@ -396,6 +396,28 @@ def _check_tree(text: str) -> set[str]:
     return tables
 
 
+def archive_tables(sql: str) -> set[tuple[str, str]]:
+    """``(schema, table)`` of every table the (already checked) statement reads from the
+    ``archive`` schema or an ``archive_<db>`` schema: archived data, bound on demand."""
+    found: set[tuple[str, str]] = set()
+    stack: list[Any] = [_serialize(sql).get("statements", [])]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            schema = node.get("schema_name")
+            if (
+                node.get("type") == "BASE_TABLE"
+                and isinstance(schema, str)
+                and isinstance(node.get("table_name"), str)
+                and (schema.lower() == "archive" or schema.lower().startswith("archive_"))
+            ):
+                found.add((schema, node["table_name"]))
+            stack.extend(value for value in node.values() if isinstance(value, dict | list))
+    return found
+
+
 def _check_table_function(function: object) -> None:
     name = function.get("function_name") if isinstance(function, dict) else None
     if not isinstance(name, str):

@@ -174,7 +174,11 @@ class Chunk:
                 idx = pa.array(c, type=pa.int32(), mask=c < 0)
             else:
                 idx = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(c)])
-            cols[name] = pa.DictionaryArray.from_arrays(idx, dictionaries[name])
+            # A tag null on every row so far has no dictionary yet.
+            values = dictionaries.get(name)
+            if values is None:
+                values = pa.array([], pa.string())
+            cols[name] = pa.DictionaryArray.from_arrays(idx, values)
         for name, col in self.fields.items():
             cols[name] = _field_arrow(col, n)
         return pa.table(cols)
@@ -289,7 +293,8 @@ class TableBuffer:
         dirty_hours: set[int] = set()
         suspect = (batch_min <= prior) | (batch_min <= self.persisted_max_ns)
         dup_in_batch = (np.diff(inv_s) == 0) & (np.diff(time_s) == 0) if n > 1 else np.zeros(0, bool)
-        if suspect.any() or dup_in_batch.any():
+        # An append-only table keeps every row: nothing to mark for de-duplication.
+        if not schema.append_only and (suspect.any() or dup_in_batch.any()):
             row_prior = np.maximum(prior[inv], self.persisted_max_ns)
             mask = time <= row_prior
             if dup_in_batch.any():

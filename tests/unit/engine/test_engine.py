@@ -431,3 +431,13 @@ def test_stats_report_buffer_wal_lag_and_last_persist(engine: Engine, clock) -> 
     st = engine.stats()
     assert st["live_rows"] == 0 and st["wal_unpersisted_records"] == 0
     assert st["last_persist_ns"] == clock.now_ns() and st["files"] == 1 and st["persist_errors"] == 0
+
+
+def test_tag_null_on_every_row_is_queryable_before_and_after_flush(engine: Engine) -> None:
+    # Regression: a tag with no value yet had no dictionary and the live view raised KeyError.
+    engine.write_rows("t", [{"time": 1, "a": None, "v": 1.0}], tags=["a"])
+    assert engine.sql("SELECT a, v FROM t").to_pylist() == [{"a": None, "v": 1.0}]
+    engine.flush()
+    engine.write_rows("t", [{"time": 2, "a": "x", "v": 2.0}], tags=["a"])
+    rows = engine.sql("SELECT a, v FROM t ORDER BY time").to_pylist()
+    assert rows == [{"a": None, "v": 1.0}, {"a": "x", "v": 2.0}]

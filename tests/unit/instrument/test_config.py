@@ -109,3 +109,33 @@ def test_configure_with_bad_environment_raises() -> None:
     with pytest.raises(ConfigError) as info:
         configure(environ={"ALERTS_MAX_ALERTS": "x"})
     assert info.value.key == "ALERTS_MAX_ALERTS"
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({}, "none"),
+        ({"TELEMETRY_EXPORTER_ENDPOINT": "http://127.0.0.1:1"}, "http"),
+        ({"TELEMETRY_EXPORT": "otlp", "TELEMETRY_EXPORTER_ENDPOINT": "http://127.0.0.1:1"}, "otlp"),
+        ({"TELEMETRY_EXPORT": "embedded", "TELEMETRY_EXPORT_PATH": "/tmp/x"}, "embedded"),
+        ({"TELEMETRY_EXPORT": "none", "TELEMETRY_EXPORTER_ENDPOINT": "http://127.0.0.1:1"}, "none"),
+    ],
+)
+def test_export_kind(env: dict[str, str], kind: str) -> None:
+    assert TelemetryConfig.from_env(env).export_kind == kind
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "reason"),
+    [
+        ({"TELEMETRY_EXPORT": "kafka"}, "TELEMETRY_EXPORT", "http, otlp, embedded, none"),
+        ({"TELEMETRY_EXPORT": "otlp"}, "TELEMETRY_EXPORTER_ENDPOINT", "not set"),
+        ({"TELEMETRY_EXPORT": "http"}, "TELEMETRY_EXPORTER_ENDPOINT", "not set"),
+        ({"TELEMETRY_EXPORT": "embedded"}, "TELEMETRY_EXPORT_PATH", "not set"),
+    ],
+)
+def test_export_errors_name_the_variable(env: dict[str, str], key: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason) as info:
+        TelemetryConfig.from_env(env)
+    assert info.value.key == key
+    assert key in str(info.value)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tsengine.instrument import (
+    CollectorRegistry,
     Exporter,
     Telemetry,
     TelemetryConfig,
@@ -85,3 +89,81 @@ def test_metrics_switch_off_keeps_events_and_timings_but_creates_no_metric(clock
     assert rt.events.track("e") is not None
     assert rt.performance.stats("request", "GET /a") is not None
     assert rt.registry.collect() == []
+
+
+@pytest.mark.parametrize(
+    ("env", "cls_name"),
+    [
+        ({"TELEMETRY_EXPORTER_ENDPOINT": "http://127.0.0.1:1"}, "HttpExporter"),
+        (
+            {"TELEMETRY_EXPORT": "otlp", "TELEMETRY_EXPORTER_ENDPOINT": "http://127.0.0.1:1"},
+            "OtlpMetricsExporter",
+        ),
+        ({"TELEMETRY_EXPORT": "embedded", "TELEMETRY_EXPORT_PATH": "data"}, "EmbeddedExporter"),
+    ],
+)
+def test_configured_exporter_is_built_not_started(env: dict[str, str], cls_name: str, tmp_path: Path) -> None:
+    import tsengine.instrument as ti
+
+    if "TELEMETRY_EXPORT_PATH" in env:
+        env = {**env, "TELEMETRY_EXPORT_PATH": str(tmp_path / "data")}
+    env = {**env, "SYSTEM_METRICS_ENABLED": "false", "TELEMETRY_EXPORTER_BATCH_SIZE": "7"}
+    rt = Telemetry(TelemetryConfig.from_env(env), registry=CollectorRegistry())
+    exporter = rt.exporter
+    assert type(exporter) is getattr(ti, cls_name)
+    assert exporter.batch_size == 7  # type: ignore[union-attr]
+    assert not exporter.running  # type: ignore[union-attr]
+    assert not (tmp_path / "data").exists()  # the embedded engine opens on first delivery
+    exporter.shutdown(0.0)  # type: ignore[union-attr]
+    rt.apply(rt.config.replace(export="none"))
+    assert rt.exporter is None
+
+
+def _metrics_recorded(rt: Telemetry) -> bool:
+    rt.metrics.record_metric("switch_probe", 1)
+    return rt.registry.get("switch_probe") is not None
+
+
+def _event_tracked(rt: Telemetry) -> bool:
+    return rt.events.track("probe") is not None
+
+
+def _request_timed(rt: Telemetry) -> bool:
+    rt.performance.record_request("GET", "/probe", 200, 0.01)
+    return rt.performance.stats("request", "GET /probe") is not None
+
+
+def _sampler_started(rt: Telemetry) -> bool:
+    rt.start()
+    running = rt.system.running
+    rt.stop()
+    return running
+
+
+def _alerting(rt: Telemetry) -> bool:
+    return rt.alerts.enabled and rt.performance.request_observer is not None
+
+
+@pytest.mark.parametrize(
+    ("variable", "probe", "default_on"),
+    [
+        ("METRICS_ENABLED", _metrics_recorded, True),
+        ("EVENTS_ENABLED", _event_tracked, True),
+        ("PERFORMANCE_MONITORING_ENABLED", _request_timed, True),
+        ("SYSTEM_METRICS_ENABLED", _sampler_started, True),
+        ("ALERTS_ENABLED", _alerting, False),
+    ],
+)
+def test_each_switch_is_honoured(variable: str, probe: Any, default_on: bool, clock: FakeClock) -> None:
+    def build(value: str | None) -> Telemetry:
+        env = {"SYSTEM_METRICS_INTERVAL_S": "3600"}
+        if value is not None:
+            env[variable] = value
+        return Telemetry(TelemetryConfig.from_env(env), registry=CollectorRegistry(), clock=clock)
+
+    assert probe(build(None)) is default_on
+    assert probe(build("on")) is True
+    assert probe(build("off")) is False
+    # The master switch turns every one of them off.
+    master_off = TelemetryConfig.from_env({variable: "on", "TELEMETRY_ENABLED": "false"})
+    assert probe(Telemetry(master_off, registry=CollectorRegistry(), clock=clock)) is False

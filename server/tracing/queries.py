@@ -1,0 +1,151 @@
+"""The trace API's SQL: one trace's spans, trace search, and the service dependency map.
+
+In: an engine, a database and parsed parameters. Out: plain Python rows (lists of dicts). Every
+query runs through ``Engine.sql`` — the same sandbox, snapshot and time limit as user SQL — on
+the ``spans`` table (see :mod:`tsengine.protocols.otlp_traces` for its columns). Blocking (DuckDB):
+call from a worker pool. A database without a ``spans`` table has no traces: lookups answer
+nothing instead of failing.
+
+A trace is the spans sharing a ``trace_id``. Search and dependencies read only spans that
+*start* inside ``[start, end]``, so a trace crossing the window's edge is seen in part; a lookup
+by id reads every span of the trace, at any time (a full scan of the ``trace_id`` column: there
+is no index by trace id yet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tsengine.protocols.otlp_traces import SPANS_TABLE
+
+__all__ = ["SearchFilter", "dependencies", "search_traces", "trace_spans"]
+
+#: Spans returned for one trace at most; past it the answer says ``truncated``.
+MAX_TRACE_SPANS = 10_000
+#: A CLIENT or PRODUCER parent span is the call as the caller saw it: its duration is the
+#: edge's latency. Otherwise (no client span was recorded) the callee's span stands in.
+_CALLER_KINDS = "('client', 'producer')"
+
+_SPAN_COLUMNS = (
+    "trace_id, span_id, parent_span_id, service, name, kind, status, status_message, "
+    "epoch_ns(time) AS start_ns, end_ns, duration_ns, attributes, events, links, resource, scope_name"
+)
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    start_ns: int
+    end_ns: int
+    service: str | None = None
+    operation: str | None = None
+    min_duration_ns: int | None = None
+    max_duration_ns: int | None = None
+    error: bool | None = None
+    limit: int = 20
+
+
+def _has_spans(engine: Any, db: str) -> bool:
+    return (db, SPANS_TABLE) in engine.tables(db)
+
+
+def _rows(engine: Any, sql: str, params: list[Any], db: str) -> list[dict[str, Any]]:
+    table = engine.sql(sql, params, db=db)
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    return [{name: values[i] for name, values in columns.items()} for i in range(table.num_rows)]
+
+
+def trace_spans(engine: Any, db: str, trace_id: str) -> tuple[list[dict[str, Any]], bool]:
+    """Every span of one trace, by start time; (rows, truncated)."""
+    if not _has_spans(engine, db):
+        return [], False
+    sql = (
+        f"SELECT {_SPAN_COLUMNS} FROM {SPANS_TABLE} WHERE trace_id = $1 "
+        f"ORDER BY time, span_id LIMIT {MAX_TRACE_SPANS + 1}"
+    )
+    rows = _rows(engine, sql, [trace_id.lower()], db)
+    return rows[:MAX_TRACE_SPANS], len(rows) > MAX_TRACE_SPANS
+
+
+def search_traces(engine: Any, db: str, f: SearchFilter) -> list[dict[str, Any]]:
+    """One row per trace with a span starting in the window, newest first.
+
+    ``service``/``operation``: the trace has a span of that service (and operation name);
+    ``min/max_duration``: the trace's duration (first start to last end); ``error``: the trace
+    has (true) or has no (false) span with status error.
+    """
+    if not _has_spans(engine, db):
+        return []
+    params: list[Any] = [f.start_ns, f.end_ns]
+    match = ""
+    if f.service is not None or f.operation is not None:
+        conds = []
+        if f.service is not None:
+            params.append(f.service)
+            conds.append(f"service = ${len(params)}")
+        if f.operation is not None:
+            params.append(f.operation)
+            conds.append(f"name = ${len(params)}")
+        # The tag predicate runs on the dictionary-coded columns and prunes row groups.
+        match = (
+            f" AND trace_id IN (SELECT trace_id FROM {SPANS_TABLE} WHERE {' AND '.join(conds)} "
+            f"AND time BETWEEN make_timestamp_ns($1::BIGINT) AND make_timestamp_ns($2::BIGINT))"
+        )
+    having = []
+    if f.min_duration_ns is not None:
+        params.append(f.min_duration_ns)
+        having.append(f"duration_ns >= ${len(params)}")
+    if f.max_duration_ns is not None:
+        params.append(f.max_duration_ns)
+        having.append(f"duration_ns <= ${len(params)}")
+    if f.error is not None:
+        having.append("error_count > 0" if f.error else "error_count = 0")
+    where_outer = f"WHERE {' AND '.join(having)} " if having else ""
+    # The root: the span without a parent, else (a partial trace) the earliest span.
+    root_key = "(parent_span_id IS NOT NULL, time)"
+    sql = (
+        "SELECT * FROM ("
+        "SELECT trace_id, "
+        f"arg_min(service, {root_key}) AS root_service, "
+        f"arg_min(name, {root_key}) AS root_operation, "
+        "epoch_ns(min(time)) AS start_ns, "
+        "max(end_ns) - epoch_ns(min(time)) AS duration_ns, "
+        "count(*) AS span_count, "
+        "count(*) FILTER (WHERE status = 'error') AS error_count, "
+        "list(DISTINCT service ORDER BY service) AS services "
+        f"FROM {SPANS_TABLE} "
+        "WHERE time BETWEEN make_timestamp_ns($1::BIGINT) AND make_timestamp_ns($2::BIGINT)"
+        f"{match} GROUP BY trace_id) "
+        f"{where_outer}ORDER BY start_ns DESC, trace_id LIMIT {int(f.limit)}"
+    )
+    return _rows(engine, sql, params, db)
+
+
+def dependencies(engine: Any, db: str, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+    """Caller → callee edges between services, from parent/child spans in the window.
+
+    An edge is a child span whose service differs from its parent span's (a CLIENT span in A
+    with a SERVER child in B is A→B). Per edge: calls, errors (the callee's span, or the
+    caller's CLIENT/PRODUCER span, has status error) and p50/p95/p99 latency in ns (the
+    caller's CLIENT/PRODUCER span's duration, else the callee's span's).
+    """
+    if not _has_spans(engine, db):
+        return []
+    sql = (
+        "WITH s AS ("
+        "SELECT trace_id, span_id, parent_span_id, service, kind, status, duration_ns "
+        f"FROM {SPANS_TABLE} "
+        "WHERE time BETWEEN make_timestamp_ns($1::BIGINT) AND make_timestamp_ns($2::BIGINT)), "
+        "e AS ("
+        "SELECT p.service AS caller, c.service AS callee, "
+        f"CASE WHEN p.kind IN {_CALLER_KINDS} THEN p.duration_ns ELSE c.duration_ns END AS latency_ns, "
+        f"(c.status = 'error' OR (p.kind IN {_CALLER_KINDS} AND p.status = 'error')) AS failed "
+        "FROM s AS c JOIN s AS p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id "
+        "WHERE c.service <> p.service) "
+        "SELECT caller, callee, count(*) AS calls, count(*) FILTER (WHERE failed) AS errors, "
+        "CAST(quantile_cont(latency_ns, 0.5) AS BIGINT) AS p50_ns, "
+        "CAST(quantile_cont(latency_ns, 0.95) AS BIGINT) AS p95_ns, "
+        "CAST(quantile_cont(latency_ns, 0.99) AS BIGINT) AS p99_ns "
+        "FROM e GROUP BY caller, callee ORDER BY caller, callee"
+    )
+    return _rows(engine, sql, [start_ns, end_ns], db)
