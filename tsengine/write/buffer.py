@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +60,15 @@ def _numpy_of(arr: pa.Array, ftype: FieldType) -> tuple[np.ndarray, np.ndarray |
     return values, valid
 
 
+def _string_of(arr: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
+    """(values as an Arrow string array, valid-or-None) of a string field column (no copy)."""
+    if not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.string())
+    if arr.null_count == 0:
+        return arr, None
+    return arr, arr.is_valid().to_numpy(zero_copy_only=False)
+
+
 class TagDictionary:
     """Append-only string → int32 code mapping of one tag column."""
 
@@ -82,15 +92,51 @@ class TagDictionary:
         return self._arrow
 
 
-class FieldColumn:
-    __slots__ = ("n_valid", "type", "valid", "values")
+#: String pieces shorter than this are merged (copied) into one; longer ones are kept as written.
+_STRING_PIECE_ROWS = 4096
+#: At most this many short pieces wait at the end of a string column before they are merged.
+_MAX_SHORT_PIECES = 64
 
-    def __init__(self, ftype: FieldType, capacity: int) -> None:
+
+class FieldColumn:
+    """One field of a chunk: a fixed numpy array, or for strings a list of Arrow pieces.
+
+    Strings stay in Arrow form as written (no Python object per value): appending a write's
+    column is a list append, reading them is a zero-copy chunked array. Short pieces (small
+    writes) are merged so that a chunk holds few pieces; ``string_bytes`` counts the buffers
+    the pieces keep alive, for the engine's memory bound.
+    """
+
+    __slots__ = ("n_valid", "pieces", "short", "string_bytes", "type", "valid", "values")
+
+    def __init__(self, ftype: FieldType, capacity: int, rows_before: int = 0) -> None:
         self.type = ftype
-        dtype = _NUMPY_OF[ftype]
-        self.values = np.empty(capacity, dtype=dtype) if dtype is not object else np.full(capacity, None)
         self.valid = np.zeros(capacity, dtype=np.bool_)
         self.n_valid = 0
+        self.pieces: list[pa.Array] = []
+        self.short = 0  # trailing pieces shorter than _STRING_PIECE_ROWS
+        self.string_bytes = 0
+        if ftype is FieldType.STRING:
+            self.values = np.empty(0, dtype=object)  # unused: the pieces hold the values
+            if rows_before:
+                self.append_strings(pa.nulls(rows_before, pa.string()))
+        else:
+            self.values = np.empty(capacity, dtype=_NUMPY_OF[ftype])
+
+    def append_strings(self, arr: pa.Array) -> None:
+        self.pieces.append(arr)
+        self.string_bytes += arr.get_total_buffer_size()
+        if len(arr) >= _STRING_PIECE_ROWS:
+            self.short = 0
+            return
+        self.short += 1
+        tail = self.pieces[-self.short :]
+        if self.short >= _MAX_SHORT_PIECES or sum(len(p) for p in tail) >= _STRING_PIECE_ROWS:
+            merged = pa.concat_arrays(tail)
+            self.string_bytes += merged.get_total_buffer_size() - sum(p.get_total_buffer_size() for p in tail)
+            del self.pieces[-self.short :]
+            self.pieces.append(merged)
+            self.short = 0
 
 
 class Chunk:
@@ -127,8 +173,9 @@ class Chunk:
     def _field(self, name: str, ftype: FieldType) -> FieldColumn:
         col = self.fields.get(name)
         if col is None:
-            col = self.fields[name] = FieldColumn(ftype, self.capacity)
-            self.nbytes += (col.values.itemsize + 1) * self.capacity
+            col = self.fields[name] = FieldColumn(ftype, self.capacity, rows_before=self.n)
+            item = 0 if ftype is FieldType.STRING else col.values.itemsize
+            self.nbytes += (item + 1) * self.capacity + col.string_bytes
         return col
 
     def append(self, plan: Plan, seq: int) -> None:
@@ -143,7 +190,12 @@ class Chunk:
             self.tag_nulls[name] += plan.n
         for name, (ftype, values, valid) in plan.fields.items():
             col = self._field(name, ftype)
-            col.values[lo:hi] = values
+            if ftype is FieldType.STRING:
+                before = col.string_bytes
+                col.append_strings(values)
+                self.nbytes += col.string_bytes - before
+            else:
+                col.values[lo:hi] = values
             if valid is None:
                 col.valid[lo:hi] = True
                 col.n_valid += plan.n
@@ -151,7 +203,12 @@ class Chunk:
                 col.valid[lo:hi] = valid
                 col.n_valid += int(valid.sum())
         for name in self.fields.keys() - plan.fields.keys():
-            self.fields[name].valid[lo:hi] = False
+            col = self.fields[name]
+            col.valid[lo:hi] = False
+            if col.type is FieldType.STRING:
+                before = col.string_bytes
+                col.append_strings(pa.nulls(plan.n, pa.string()))
+                self.nbytes += col.string_bytes - before
         self.n = hi
         self.min_seq = self.min_seq or seq
         self.max_seq = seq
@@ -184,11 +241,14 @@ class Chunk:
         return pa.table(cols)
 
 
-def _field_arrow(col: FieldColumn, n: int) -> pa.Array:
+def _field_arrow(col: FieldColumn, n: int) -> pa.Array | pa.ChunkedArray:
+    if col.type is FieldType.STRING:
+        pieces = list(col.pieces)  # a snapshot: later appends and merges do not reach it
+        if len(pieces) == 1:
+            return pieces[0].slice(0, n)
+        return pa.chunked_array(pieces, pa.string()).slice(0, n)
     values = col.values[:n]
     all_valid = col.n_valid == n
-    if col.type is FieldType.STRING:
-        return pa.array(values, type=pa.string(), mask=None if all_valid else ~col.valid[:n])
     if col.type is FieldType.BOOLEAN:
         return pa.array(values, type=pa.bool_(), mask=None if all_valid else ~col.valid[:n])
     atype = col.type.arrow_type
@@ -211,7 +271,7 @@ class Plan:
     tag_null_counts: dict[str, int]
     new_tag_values: dict[str, list[str]]
     new_series: list[tuple[int, ...]]
-    fields: dict[str, tuple[FieldType, np.ndarray, np.ndarray | None]]
+    fields: dict[str, tuple[FieldType, Any, np.ndarray | None]]  # values: numpy, or Arrow for strings
     min_ns: int
     max_ns: int
     dirty_hours: set[int]
@@ -304,7 +364,7 @@ class TableBuffer:
         latest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, arr in batch.fields.items():
             ftype = schema.fields[name]
-            values, valid = _numpy_of(arr, ftype)
+            values, valid = _string_of(arr) if ftype is FieldType.STRING else _numpy_of(arr, ftype)
             fields[name] = (ftype, values, valid)
             if valid is None:
                 latest[name] = (uniq_sids, last_rows)
@@ -388,7 +448,11 @@ class TableBuffer:
         chunk.append(plan, seq)
         for name, (sids, rows) in plan.latest.items():
             ftype, field_values, _valid = plan.fields[name]
-            self.merge_latest(name, ftype, sids, plan.time[rows], field_values[rows], ties_win=True)
+            if ftype is FieldType.STRING:  # only the last value per series becomes a Python str
+                last = field_values.take(pa.array(rows)).to_numpy(zero_copy_only=False)
+            else:
+                last = field_values[rows]
+            self.merge_latest(name, ftype, sids, plan.time[rows], last, ties_win=True)
 
     def sid_of(self, key: tuple[int, ...]) -> int:
         """The series id of a tag-code key, registering a new series (outside a write plan)."""

@@ -441,3 +441,31 @@ def test_tag_null_on_every_row_is_queryable_before_and_after_flush(engine: Engin
     engine.write_rows("t", [{"time": 2, "a": "x", "v": 2.0}], tags=["a"])
     rows = engine.sql("SELECT a, v FROM t ORDER BY time").to_pylist()
     assert rows == [{"a": None, "v": 1.0}, {"a": "x", "v": 2.0}]
+
+
+def test_string_fields_across_many_small_writes_absent_fields_and_late_columns(engine: Engine) -> None:
+    # Strings live as Arrow pieces: short writes are merged, a column first seen mid-chunk is
+    # null before it, a write without the field leaves nulls, and latest() sees the last value.
+    expected: list[tuple[int, str | None, str | None]] = []
+    for i in range(300):
+        row: dict[str, object] = {"time": i, "host": "a", "msg": f"m{i}", "n": i}
+        note = None
+        if i >= 100 and i % 3:
+            note = f"n{i}" * (i % 7)
+            row["note"] = note
+        if i % 50 == 7:
+            del row["msg"]
+        engine.write_rows("logs", [row], tags=["host"])
+        expected.append((i, row.get("msg"), note))  # type: ignore[arg-type]
+    rows = engine.sql("SELECT epoch_ns(time) AS t, msg, note FROM logs ORDER BY t").to_pylist()
+    assert [(r["t"], r["msg"], r["note"]) for r in rows] == expected
+    assert engine.latest("logs").column("msg").to_pylist() == ["m299"]
+    engine.flush()
+    rows = engine.sql("SELECT epoch_ns(time) AS t, msg, note FROM logs ORDER BY t").to_pylist()
+    assert [(r["t"], r["msg"], r["note"]) for r in rows] == expected
+
+
+def test_string_bytes_count_towards_the_buffer_bound(engine: Engine) -> None:
+    before = engine.stats()["buffer_bytes"]
+    engine.write_rows("blobs", [{"time": i, "body": "x" * 100_000} for i in range(20)])
+    assert engine.stats()["buffer_bytes"] - before >= 20 * 100_000
