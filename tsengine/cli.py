@@ -33,7 +33,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from tsengine.errors import TsengineError
+from tsengine.errors import InvalidInput, TsengineError
 
 __all__ = ["main"]
 
@@ -54,8 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--data", help="data directory (default ./data)")
         p.add_argument("--config", help="YAML or TOML configuration file")
         p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    p = sub.add_parser("sql", help="run one SQL query on a data directory and print the result")
+    p = sub.add_parser(
+        "sql", help="run one SQL query on a data directory, or on a running server (--url), and print it"
+    )
     p.add_argument("--data", default="./data", help="data directory (default ./data)")
+    p.add_argument("--url", help="query this running server instead (e.g. http://127.0.0.1:8181)")
+    p.add_argument("--token", help="API token for --url (default $TSENGINE_TOKEN); needs the read scope")
+    p.add_argument("--db", default="default", help="database of unqualified table names (default)")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("query", help="the SQL statement")
     from tsengine.lifecycle import jobs  # compact, archive, backfill (docs/storage-lifecycle.md)
@@ -194,10 +199,13 @@ def _print_banner(out: TextIO, host: str, port: int, data: Any, *, auth: bool) -
 
 
 def _sql(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
-    from tsengine.engine import Engine
+    if args.url:
+        result = _remote_sql(args, environ)
+    else:
+        from tsengine.engine import Engine
 
-    with Engine(args.data, _engine_settings({}, environ)) as engine:
-        result = engine.sql(args.query)
+        with Engine(args.data, _engine_settings({}, environ)) as engine:
+            result = engine.sql(args.query, db=args.db)
     from server.results import encode, timestamps_as_text
 
     if args.csv:
@@ -206,6 +214,41 @@ def _sql(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> i
         text = timestamps_as_text(result)  # nanoseconds kept, which Python datetimes cannot hold
         out.write(format_table(text.column_names, [list(r.values()) for r in text.to_pylist()]))
     return 0
+
+
+def _remote_sql(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+    """POST the query to ``{url}/api/v1/sql`` and read the answer as an Arrow IPC stream."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    import pyarrow as pa
+
+    token = args.token or environ.get("TSENGINE_TOKEN")
+    request = urllib.request.Request(
+        args.url.rstrip("/") + "/api/v1/sql",
+        method="POST",
+        data=json.dumps({"sql": args.query, "db": args.db}).encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/vnd.apache.arrow.stream"},
+    )
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=600) as resp:
+            truncated = resp.headers.get("X-Tsengine-Truncated") == "true"
+            table = pa.ipc.open_stream(resp.read()).read_all()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            try:
+                message = json.loads(exc.read()).get("message", exc.reason)
+            except ValueError:
+                message = exc.reason
+        raise InvalidInput(f"cannot query {args.url}: HTTP {exc.code}: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise InvalidInput(f"cannot query {args.url}: {getattr(exc, 'reason', exc)}") from None
+    if truncated:
+        print("tsengine: the result was truncated by the server's query_max_rows", file=sys.stderr)
+    return table
 
 
 def _lifecycle_job(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -807,7 +807,9 @@ def _lock_data_dir(path: Path) -> int:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise StorageError(
-            f"cannot open data directory {path}: it is in use by pid {holder}", path=str(path)
+            f"cannot open data directory {path}: it is in use by pid {holder} (query a running "
+            "server with `tsengine sql --url`, run its jobs with POST /api/v1/tasks/{name}/run)",
+            path=str(path),
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -71,6 +71,13 @@ def test_serve_write_query_sigterm_restart(tmp_path, capsys):
         # The running server holds the directory: an embedded open is refused, not corrupting.
         assert main(["sql", "--data", str(data), "SELECT 1"], environ={}) == 2
         assert "in use" in capsys.readouterr().err
+        # ... and the running server answers the same command with --url.
+        assert main(["sql", "--url", url, "SELECT host, usage FROM cpu"], environ={}) == 0
+        assert capsys.readouterr().out.splitlines()[2].split() == ["a", "0.5"]
+        assert main(["sql", "--url", url, "--csv", "SELECT count(*) AS n FROM cpu"], environ={}) == 0
+        assert capsys.readouterr().out.splitlines() == ['"n"', "1"]
+        assert main(["sql", "--url", url, "SELECT * FROM nowhere"], environ={}) == 2
+        assert "HTTP 400" in capsys.readouterr().err
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
