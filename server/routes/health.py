@@ -5,7 +5,8 @@ during shutdown. ``/health/telemetry`` adds the engine's statistics (tables, buf
 last sequence, Parquet files and bytes), the server's uptime and configuration limits, and the
 latest psutil sample of the process (taken in the background, never on this request).
 ``tasks`` is the background scheduler's state per task (last start, duration, result, error,
-next run), ``storage`` the lifecycle's (archive store, budget, local bytes), ``alerts`` the
+next run; of a result only its counts — the findings are behind ``GET /api/v1/tasks``),
+``storage`` the lifecycle's (archive store, budget, local bytes), ``alerts`` the
 number of alert instances per state. Both are public: they expose no stored data.
 """
 
@@ -51,6 +52,22 @@ def engine_state(engine: Any) -> dict[str, Any]:
     return stats
 
 
+def _counts_only(value: Any) -> Any:
+    """The numbers (and flags) of a task result; strings and lists may hold stored data."""
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        kept = {k: v for k, v in ((k, _counts_only(v)) for k, v in value.items()) if v is not None}
+        return kept or None
+    return None
+
+
+def _public_tasks(status: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Task state for this public page: a result's counts only (findings name users and
+    addresses; ``GET /api/v1/tasks``, behind the read scope, has them whole)."""
+    return {name: {**s, "last_result": _counts_only(s.get("last_result"))} for name, s in status.items()}
+
+
 async def telemetry(request: web.Request) -> web.StreamResponse:
     app = request.app
     config = app[CONFIG_KEY]
@@ -80,7 +97,7 @@ async def telemetry(request: web.Request) -> web.StreamResponse:
                 "writes_in_flight": int(sm.writes_in_flight.get()),
                 "writes_waiting": int(sm.writes_waiting.get()),
             },
-            "tasks": app[SCHEDULER_KEY].status(),
+            "tasks": _public_tasks(app[SCHEDULER_KEY].status()),
             "storage": storage,
             "alerts": alerts,
             "process": {

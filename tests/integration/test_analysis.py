@@ -293,6 +293,10 @@ async def test_auth_failure_bursts_per_user_and_per_address(api: Any, clock: Man
         {"kind": "auth_failure_burst_address", "subject": "10.0.0.66", "count": 7, "threshold": 5},
         {"kind": "auth_failure_burst_user", "subject": "mallory", "count": 6, "threshold": 5},
     ]
+    # The public health page shows the run's counts, never who or where (stored data).
+    health = await (await api.get("/health/telemetry")).text()
+    assert "mallory" not in health and "10.0.0.66" not in health
+    assert '"analysis_security_findings":2' in health.replace(" ", "")
 
 
 async def test_event_spike_is_flagged_against_the_baseline(api: Any, clock: ManualClock) -> None:

@@ -124,3 +124,30 @@ async def test_archive_configured_in_the_server_is_queryable_over_http(make_clie
         await client.close()
     finally:
         await asyncio.to_thread(eng.close)
+
+
+async def test_cleanup_task_compacts_small_files(make_client, tmp_path: Path):
+    clock = ManualClock()
+    hour = clock.now_ns() // H * H - 2 * H
+    eng = await asyncio.to_thread(Engine.open, tmp_path / "c", clock=clock, fsync="none")
+    try:
+        client = await make_client(ServerConfig(port=0, tokens=TOKENS), engine=eng)
+
+        def three_flushes() -> None:
+            for i in range(3):  # three small files in one hour partition
+                t = hour + np.arange(10, dtype=np.int64) * 1000 + i
+                eng.write("cpu", t, tags={"host": ["a"] * 10}, fields={"v": np.full(10, float(i))})
+                eng.flush()
+
+        await asyncio.to_thread(three_flushes)
+        before = len(list((tmp_path / "c").glob("default/cpu/**/*.parquet")))
+        assert before == 3
+        resp = await client.post("/api/v1/tasks/cleanup/run", headers=ADMIN)
+        body = await resp.json()
+        assert resp.status == 200, body
+        assert body["last_result"]["compaction"]["files_removed"] >= 2
+        assert len(list((tmp_path / "c").glob("default/cpu/**/*.parquet"))) == 1
+        assert await query(client, "SELECT count(*), sum(v) FROM cpu", token=READ_TOKEN) == [[30, 30.0]]
+        await client.close()
+    finally:
+        await asyncio.to_thread(eng.close)

@@ -80,6 +80,7 @@ from tsengine.instrument._timer import Timer
 from tsengine.instrument._tracing import (
     ALWAYS_OFF,
     ALWAYS_ON,
+    EmbeddedSpanExporter,
     OtlpSpanExporter,
     ParentBased,
     Sampler,
@@ -114,6 +115,7 @@ __all__ = [
     "Counter",
     "DataPoint",
     "EmbeddedExporter",
+    "EmbeddedSpanExporter",
     "Event",
     "EventCategory",
     "EventSeverity",

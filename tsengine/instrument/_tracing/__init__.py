@@ -12,8 +12,9 @@ Data flow::
 
 Modules: ``span`` (Span, SpanContext, SpanKind, StatusCode), ``sampling`` (the four OTel
 samplers), ``propagation`` (inject/extract of traceparent/tracestate), ``tracer`` (Tracer,
-SpanStore), ``otlp`` (hand-written protobuf encoder), ``exporter`` (OtlpSpanExporter), ``hooks``
-(automatic spans and wiring into the runtime). Imports only the standard library.
+SpanStore), ``otlp`` (hand-written protobuf encoder), ``exporter`` (OtlpSpanExporter,
+EmbeddedSpanExporter), ``hooks`` (automatic spans and wiring into the runtime).
+Imports only the standard library.
 
 Why not the OpenTelemetry SDK underneath: an OTel span costs ~14 µs to start and end on this
 machine (context objects, attribute bounding, locks, a processor chain); the goal here is a
@@ -21,7 +22,7 @@ fifth of that. The wire formats (traceparent, OTLP) are what make us interoperab
 SDK; spans from either side continue each other's traces.
 """
 
-from tsengine.instrument._tracing.exporter import OtlpSpanExporter
+from tsengine.instrument._tracing.exporter import EmbeddedSpanExporter, OtlpSpanExporter
 from tsengine.instrument._tracing.hooks import get_tracer
 from tsengine.instrument._tracing.propagation import extract, inject
 from tsengine.instrument._tracing.sampling import (
@@ -37,6 +38,7 @@ from tsengine.instrument._tracing.tracer import SpanProcessor, SpanStore, Tracer
 __all__ = [
     "ALWAYS_OFF",
     "ALWAYS_ON",
+    "EmbeddedSpanExporter",
     "Link",
     "OtlpSpanExporter",
     "ParentBased",
