@@ -39,7 +39,6 @@ import io
 import os
 import pstats
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -55,8 +54,9 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benchmarks import tsbs, victoriametrics
-from benchmarks.victoriametrics import RssSampler, VictoriaMetrics, _free_port, find_binary
+from benchmarks import _timing, tsbs
+from benchmarks._process import ProcessMeter, ServerProcess, free_port, post_all, poster, wait_until
+from benchmarks.victoriametrics import VictoriaMetrics, find_binary
 
 __all__ = [
     "TsengineServer",
@@ -160,93 +160,49 @@ def remote_write_bodies(
 # --- the tsengine server -------------------------------------------------------------------------
 
 
-class TsengineServer:
-    """``python -m tsengine.cli serve`` on 127.0.0.1 in a child process; a context manager.
+class TsengineServer(ServerProcess):
+    """``python -m tsengine.cli serve`` on 127.0.0.1 in a child process (see :class:`ServerProcess`).
 
-    :meth:`request` is thread-safe (one keep-alive connection per thread).
+    ``request`` is thread-safe (one keep-alive connection per thread). :meth:`start` empties
+    ``data_dir`` first.
     """
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.log_path = data_dir.with_suffix(".log")
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._local = threading.local()
+    name = "tsengine"
+    start_timeout_s = START_TIMEOUT_S
+    stop_timeout_s = STOP_TIMEOUT_S
 
-    def start(self, *, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Start the server and wait for ``/health`` to answer 200.
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(log_path=data_dir.with_suffix(".log"), cwd=ROOT)
+        self.data_dir = data_dir
+
+    def command(self, port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "tsengine.cli",
+            "serve",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--data={self.data_dir}",
+            "--log-level=WARNING",
+        ]
+
+    def ready(self) -> bool:
+        """``/health`` answers 200."""
+        try:
+            return self.request("GET", "/health")[0] == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def start(self, *, timeout_s: float | None = None) -> None:
+        """Start the server on a fresh data directory and wait for ``/health`` to answer 200.
 
         Raises:
             RuntimeError: the process exited or did not answer within ``timeout_s``.
         """
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "tsengine.cli",
-            "serve",
-            "--host=127.0.0.1",
-            f"--port={self.port}",
-            f"--data={self.data_dir}",
-            "--log-level=WARNING",
-        ]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"cannot start tsengine: exited with {self.proc.returncode}, see {self.log_path}"
-                )
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if self.request("GET", "/health")[0] == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"cannot start tsengine: no answer on /health within {timeout_s:.0f} s")
-
-    def stop(self, *, timeout_s: float = STOP_TIMEOUT_S) -> float:
-        """SIGTERM the process this object started (SIGKILL after ``timeout_s``); seconds taken."""
-        if self.proc is None or self.proc.poll() is not None:
-            return 0.0
-        t0 = time.monotonic()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return time.monotonic() - t0
-
-    def __enter__(self) -> TsengineServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "BUG: tsengine not started"
-        return self.proc.pid
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        """One request on this thread's keep-alive connection: (status, body)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            self._local.conn = None
-            raise
+        super().start(timeout_s=timeout_s)
 
     def sql(self, query: str) -> list[list[Any]]:
         """Rows of ``POST /api/v1/sql``.
@@ -272,15 +228,12 @@ def _thread_cpu(proc: psutil.Process) -> dict[int, float]:
 
 def drive(pid: int, send: Callable[[bytes], int], bodies: Sequence[bytes], samples: int) -> dict[str, Any]:
     """POST every body over CONNECTIONS threads; the server's figures over the send window."""
-    server = psutil.Process(pid)
-    cpu0, threads0 = server.cpu_times(), _thread_cpu(server)
-    with RssSampler(pid) as rss:
+    threads0 = _thread_cpu(psutil.Process(pid))
+    with ProcessMeter(pid) as server:
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(CONNECTIONS) as pool:
-            statuses = Counter(pool.map(send, bodies))
+        statuses = post_all(send, bodies, CONNECTIONS)
         wall_s = time.perf_counter() - t0
-    cpu1, threads1 = server.cpu_times(), _thread_cpu(server)
-    cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    threads1 = _thread_cpu(psutil.Process(pid))
     # The main thread (tid == pid) runs the event loop for tsengine; the rest are workers.
     per_thread = {tid: t - threads0.get(tid, 0.0) for tid, t in threads1.items()}
     main_s = per_thread.pop(pid, 0.0)
@@ -293,30 +246,15 @@ def drive(pid: int, send: Callable[[bytes], int], bodies: Sequence[bytes], sampl
         "all_204": set(statuses) == {204},
         "wall_s": wall_s,
         "samples_per_s": samples / wall_s,
-        "server_cpu_s": cpu_s,
+        "server_cpu_s": server.cpu_s,
         # Kernel time (page faults on fresh memory, socket reads, WAL writes) apart from user time.
-        "server_system_s": cpu1.system - cpu0.system,
-        "server_cpu_us_per_sample": cpu_s / samples * 1e6,
-        "server_cpu_cores": cpu_s / wall_s,
+        "server_system_s": server.system_s,
+        "server_cpu_us_per_sample": server.cpu_s / samples * 1e6,
+        "server_cpu_cores": server.cpu_s / wall_s,
         "main_thread_cpu_s": main_s,
         "other_threads_cpu_s": busy,
-        "rss_peak_mib": rss.peak / 2**20,
+        "rss_peak_mib": server.rss_peak / 2**20,
     }
-
-
-def _poster(
-    request: Callable[..., tuple[int, bytes]], path: str, headers: dict[str, str]
-) -> Callable[[bytes], int]:
-    errors: list[bytes] = []
-
-    def send(body: bytes) -> int:
-        status, text = request("POST", path, body, headers)
-        if status != 204 and len(errors) < 3:
-            errors.append(text[:300])
-            print(f"    HTTP {status}: {text[:300]!r}", file=sys.stderr, flush=True)
-        return status
-
-    return send
 
 
 def bench_tsengine(
@@ -334,7 +272,7 @@ def bench_tsengine(
     server = TsengineServer(WORK_DIR / f"http-tsengine-{protocol}")
     try:
         server.start()
-        result = drive(server.pid, _poster(server.request, path, headers), bodies, samples)
+        result = drive(server.pid, poster(server.request, path, headers, ok=204), bodies, samples)
         t0 = time.perf_counter()
         stored_rows, stored_samples = (int(v) for v in server.sql(count_sql)[0])
         result["count_s"] = time.perf_counter() - t0
@@ -364,9 +302,7 @@ def bench_victoriametrics(bodies: Sequence[bytes], samples: int, end_ns: int) ->
     try:
         vm.start()
         version = vm.version()
-        result = drive(
-            vm.pid, _poster(lambda m, p, b, _h: vm.request(m, p, b), "/write", {}), bodies, samples
-        )
+        result = drive(vm.pid, poster(vm.request, "/write", {}, ok=204), bodies, samples)
         range_s = (end_ns - tsbs.START_NS) // tsbs.NS_PER_S
         query = {
             "query": f'sum(count_over_time({{__name__=~"{tsbs.MEASUREMENT}_usage_.*"}}'
@@ -383,7 +319,7 @@ def bench_victoriametrics(bodies: Sequence[bytes], samples: int, end_ns: int) ->
             return found[0] == samples
 
         with contextlib.suppress(TimeoutError):  # reported as complete=False
-            victoriametrics._wait(f"all {samples:,} samples in VictoriaMetrics", all_visible, timeout_s=60)
+            wait_until(f"all {samples:,} samples in VictoriaMetrics", all_visible, timeout_s=60)
         result.update(available=True, version=version, stored=found[0], expected=samples)
         result["complete"] = found[0] == samples
     finally:
@@ -398,8 +334,7 @@ def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     everything."""
     if not runs or runs[0].get("available") is False:
         return dict(runs[0]) if runs else {"available": False, "reason": "not run"}
-    ordered = sorted(runs, key=lambda r: r["samples_per_s"])
-    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen = _timing.median_run(runs, "samples_per_s")
     chosen["runs_samples_per_s"] = [r["samples_per_s"] for r in runs]
     chosen["runs_cpu_us_per_sample"] = [r["server_cpu_us_per_sample"] for r in runs]
     chosen["runs_rss_peak_mib"] = [r["rss_peak_mib"] for r in runs]
@@ -593,7 +528,7 @@ def profile(protocol: str, *, quick: bool = False, top: int = 30, cpu: bool = Tr
 
     data_dir = WORK_DIR / f"http-profile-{protocol}"
     shutil.rmtree(data_dir, ignore_errors=True)
-    port = _free_port()
+    port = free_port()
     engine = Engine(data_dir)
     config = ServerConfig(host="127.0.0.1", port=port, data_dir=str(data_dir))
     profilers: list[cProfile.Profile] = []

@@ -16,54 +16,14 @@ shared machine are noisy: compare the variants of one run, not runs.
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks._asgi import receive, request_scope, send
+from benchmarks._timing import Column, best_ns_async, compare, format_table, ratio
+
 __all__ = ["run"]
-
-
-def _loop_ns(fn: Callable[[], None], loops: int) -> float:
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        for _ in range(loops):
-            fn()
-        return (time.perf_counter_ns() - start) / loops
-    finally:
-        gc.enable()
-
-
-def _empty() -> None:
-    return None
-
-
-def _compare(fns: dict[str, Callable[[], None]], loops: int, repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` ns per call of each function, loop overhead subtracted.
-
-    The functions are timed in turn within each repeat, so a burst of noise from other
-    processes hits all of them alike and the ratios stay meaningful.
-    """
-    for fn in fns.values():  # warm up: first label lookups, caches, CPU frequency
-        _loop_ns(fn, max(loops // 10, 100))
-    baseline = min(_loop_ns(_empty, loops) for _ in range(repeats))
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            best[name] = min(best[name], _loop_ns(fn, loops))
-    return {name: max(ns - baseline, 0.0) for name, ns in best.items()}
-
-
-async def _best_ns_async(fn: Callable[[], Any], loops: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter_ns()
-        for _ in range(loops):
-            await fn()
-        best = min(best, (time.perf_counter_ns() - start) / loops)
-    return best
 
 
 def _ops(loops: int, repeats: int) -> dict[str, dict[str, float]]:
@@ -119,7 +79,7 @@ def _ops(loops: int, repeats: int) -> dict[str, dict[str, float]]:
         with prom_h.time():
             pass
 
-    cases: dict[str, tuple[Callable[[], None], Callable[[], None] | None]] = {
+    cases: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None]] = {
         "counter_inc_unlabelled": (ours_c.inc, prom_c.inc),
         "counter_inc_label_lookup": (
             lambda: ours_l.labels("GET", "200").inc(),
@@ -136,9 +96,9 @@ def _ops(loops: int, repeats: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name, (ours, peer) in cases.items():
         fns = {"tsengine_ns": ours} if peer is None else {"tsengine_ns": ours, "prometheus_client_ns": peer}
-        row = _compare(fns, loops, repeats)
+        row = compare(fns, loops, repeats)
         if peer is not None:
-            row["ratio_vs_prometheus_client"] = row["tsengine_ns"] / max(row["prometheus_client_ns"], 1e-9)
+            row["ratio_vs_prometheus_client"] = ratio(row["tsengine_ns"], row["prometheus_client_ns"])
         out[name] = row
     _add_otel(out, loops, repeats)
     return out
@@ -163,8 +123,8 @@ def _add_otel(out: dict[str, dict[str, float]], loops: int, repeats: int) -> Non
     }
     for name, fn in peers.items():
         row = out[name]
-        row["otel_sdk_ns"] = _compare({"otel": fn}, max(loops // 10, 100), repeats)["otel"]
-        row["ratio_vs_otel_sdk"] = row["tsengine_ns"] / max(row["otel_sdk_ns"], 1e-9)
+        row["otel_sdk_ns"] = compare({"otel": fn}, max(loops // 10, 100), repeats)["otel"]
+        row["ratio_vs_otel_sdk"] = ratio(row["tsengine_ns"], row["otel_sdk_ns"])
     provider.shutdown()
 
 
@@ -206,29 +166,18 @@ def _middleware(loops: int, repeats: int) -> dict[str, float]:
             app.add_middleware(BaseHTTPMiddleware, dispatch=passthrough)
         return app
 
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": "/items/7", "raw_path": b"/items/7", "root_path": "",
-        "query_string": b"", "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1),
-        "server": ("bench", 80),
-    }  # fmt: skip
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
+    scope = request_scope("/items/7")
 
     async def measure() -> dict[str, float]:
         kinds = ("plain", "passthrough_asgi", "tsengine", "base_http_middleware")
         apps = {kind: build(kind) for kind in kinds}
         calls = {kind: (lambda app=app: app(dict(scope), receive, send)) for kind, app in apps.items()}
         for call in calls.values():
-            await _best_ns_async(call, 50, 1)  # warm-up: builds the middleware stack
+            await best_ns_async(call, 50, 1)  # warm-up: builds the middleware stack
         best = dict.fromkeys(kinds, float("inf"))
         for _ in range(repeats):  # interleaved, so noise hits every variant alike
             for kind, call in calls.items():
-                best[kind] = min(best[kind], await _best_ns_async(call, loops, 1))
+                best[kind] = min(best[kind], await best_ns_async(call, loops, 1))
         res = {f"fastapi_{kind}_us": ns / 1000 for kind, ns in best.items()}
         res["fastapi_tsengine_overhead_us"] = res["fastapi_tsengine_us"] - res["fastapi_plain_us"]
         res["fastapi_passthrough_asgi_overhead_us"] = (
@@ -259,8 +208,8 @@ async def _aiohttp(loops: int, repeats: int) -> dict[str, float]:
     match = await app.router.resolve(request)
     request._match_info = match  # type: ignore[attr-defined]
     mw = telemetry_middleware(telemetry=Telemetry(TelemetryConfig(system_metrics_enabled=False)))
-    plain = await _best_ns_async(lambda: handler(request), loops, repeats)
-    wrapped = await _best_ns_async(lambda: mw(request, handler), loops, repeats)
+    plain = await best_ns_async(lambda: handler(request), loops, repeats)
+    wrapped = await best_ns_async(lambda: mw(request, handler), loops, repeats)
     return {"aiohttp_middleware_overhead_us": (wrapped - plain) / 1000}
 
 
@@ -280,17 +229,15 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def _print(result: dict[str, Any]) -> None:
     print(f"tsengine.instrument hot path (ns/op, best of repeats; python {result['python']})")
-    print(f"{'operation':38} {'tsengine':>9} {'prom':>9} {'ratio':>6} {'otel':>9} {'ratio':>6}")
     columns = (
-        ("tsengine_ns", "9.0f", 9),
-        ("prometheus_client_ns", "9.0f", 9),
-        ("ratio_vs_prometheus_client", "6.2f", 6),
-        ("otel_sdk_ns", "9.0f", 9),
-        ("ratio_vs_otel_sdk", "6.2f", 6),
+        Column("tsengine_ns", "tsengine", "9.0f"),
+        Column("prometheus_client_ns", "prom", "9.0f"),
+        Column("ratio_vs_prometheus_client", "ratio", "6.2f"),
+        Column("otel_sdk_ns", "otel", "9.0f"),
+        Column("ratio_vs_otel_sdk", "ratio", "6.2f"),
     )
-    for name, row in result["ops"].items():
-        cells = [format(row[key], fmt) if key in row else " " * width for key, fmt, width in columns]
-        print(f"{name:38} {' '.join(cells)}")
+    for line in format_table(result["ops"], columns, first="operation", first_width=38):
+        print(line)
     print("middleware, in-process (µs per request):")
     for key, value in result["middleware"].items():
         print(f"  {key:44} {value:8.1f}")

@@ -36,13 +36,14 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks._process import ProcessMeter, ServerProcess
+from benchmarks._timing import keep_best
 
 __all__ = ["run"]
 
@@ -127,12 +128,6 @@ def serve(kind: str, port: int) -> None:
 # -- the driver --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pin(cpu: int) -> Any:
     cpus = os.sched_getaffinity(0)
     if len(cpus) < 2:
@@ -144,46 +139,23 @@ def _pin(cpu: int) -> Any:
     return preexec
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"cannot start the benchmark server: it exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)  # polling a port that is not open yet: no event to wait on
-    raise RuntimeError(f"cannot start the benchmark server: port {port} not open after {STARTUP_TIMEOUT_S} s")
+class _Server(ServerProcess):
+    """``python -m benchmarks.bench_middleware --serve KIND PORT``, pinned to SERVER_CPU; ready
+    when the port accepts a connection."""
 
+    start_timeout_s = STARTUP_TIMEOUT_S
+    stop_timeout_s = 10.0
+    ready_interval_s = 0.05  # polling a port that is not open yet: no event to wait on
 
-class _Server:
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.bench_middleware", "--serve", kind, str(self.port)],
-            cwd=Path(__file__).resolve().parent.parent,
-            preexec_fn=_pin(SERVER_CPU),  # noqa: PLW1509 -- only sets the CPU affinity
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+    def __init__(self, kind: str, log_path: Path) -> None:
+        super().__init__(
+            log_path=log_path, cwd=Path(__file__).resolve().parent.parent, preexec_fn=_pin(SERVER_CPU)
         )
-        try:
-            _wait_listening(self.port, self.proc)
-        except Exception:
-            self.stop()
-            raise
+        self.kind = kind
+        self.name = f"the benchmark server {kind}"
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.bench_middleware", "--serve", self.kind, str(port)]
 
 
 _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
@@ -211,29 +183,29 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 def _wrk(wrk: str, server: _Server, duration_s: int, script: str) -> dict[str, float]:
     """One wrk run against ``server``; adds the server's CPU µs per request (user + system)."""
-    import psutil
-
-    proc = psutil.Process(server.proc.pid)
     cmd = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--latency", "-s", script]
-    before = proc.cpu_times()
-    result = subprocess.run(
-        [*cmd, f"http://127.0.0.1:{server.port}/items/0"],
-        capture_output=True,
-        text=True,
-        timeout=duration_s + 30,
-        preexec_fn=_pin(CLIENT_CPU),
-        check=True,
-    )
-    after = proc.cpu_times()
+    # No RSS sampling: a thread waking every 50 ms in this process would compete with wrk.
+    with ProcessMeter(server.pid, rss=False) as meter:
+        result = subprocess.run(
+            [*cmd, f"http://127.0.0.1:{server.port}/items/0"],
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 30,
+            preexec_fn=_pin(CLIENT_CPU),
+            check=True,
+        )
     figures = parse_wrk(result.stdout)
-    cpu_s = (after.user - before.user) + (after.system - before.system)
-    figures["server_cpu_us_per_request"] = cpu_s * 1e6 / max(figures["requests"], 1.0)
+    figures["server_cpu_us_per_request"] = meter.cpu_s * 1e6 / max(figures["requests"], 1.0)
     return figures
 
 
 def _measure(kinds: tuple[str, ...], wrk: str, duration_s: int, rounds: int, script: str) -> dict[str, Any]:
-    servers = {kind: _Server(kind) for kind in kinds}
+    logs = Path(script).parent
+    servers: dict[str, _Server] = {}
     try:
+        for kind in kinds:
+            servers[kind] = _Server(kind, logs / f"{kind}.log")
+            servers[kind].start()
         for server in servers.values():
             _wrk(wrk, server, 1, script)  # warm-up: imports, first-request paths, caches
         best: dict[str, dict[str, float]] = {}
@@ -242,13 +214,13 @@ def _measure(kinds: tuple[str, ...], wrk: str, duration_s: int, rounds: int, scr
                 res = _wrk(wrk, server, duration_s, script)
                 if res["non_2xx"] or res["socket_errors"]:
                     raise RuntimeError(f"cannot benchmark {kind}: wrk saw errors: {res}")
-                if kind not in best:
-                    best[kind] = res
-                else:  # best of the rounds, each figure on its own
-                    for key in ("requests_per_s",):
-                        best[kind][key] = max(best[kind][key], res[key])
-                    for key in ("server_cpu_us_per_request", "p50_us", "p99_us"):
-                        best[kind][key] = min(best[kind].get(key, math.inf), res.get(key, math.inf))
+                # Best of the rounds, each figure on its own.
+                best[kind] = keep_best(
+                    best.get(kind),
+                    res,
+                    higher=("requests_per_s",),
+                    lower=("server_cpu_us_per_request", "p50_us", "p99_us"),
+                )
         return best
     finally:
         for server in servers.values():

@@ -31,18 +31,15 @@ import random
 import shutil
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
 
+from benchmarks import _timing
+from benchmarks._process import ProcessMeter, post_all, poster
 from benchmarks.bench_http_ingest import WORK_DIR, TsengineServer
-from benchmarks.victoriametrics import RssSampler
 
 __all__ = ["bench_server", "render_bodies", "run"]
 
@@ -164,19 +161,6 @@ def render_bodies(spans: int, *, seed: int = 1) -> list[bytes]:
     return bodies
 
 
-def _poster(request: Callable[..., tuple[int, bytes]]) -> Callable[[bytes], int]:
-    errors: list[bytes] = []
-
-    def send(body: bytes) -> int:
-        status, text = request("POST", PATH, body, HEADERS)
-        if status != 200 and len(errors) < 3:
-            errors.append(text[:300])
-            print(f"    HTTP {status}: {text[:300]!r}", file=sys.stderr, flush=True)
-        return status
-
-    return send
-
-
 def run(quick: bool = False, *, spans: int | None = None, repeats: int | None = None) -> dict[str, Any]:
     """Send the bodies to a fresh server per connection count and repeat; see the module docstring.
 
@@ -220,7 +204,7 @@ def run(quick: bool = False, *, spans: int | None = None, repeats: int | None = 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median spans/s (the lower middle one of an even count), with every run's rate."""
-    chosen = dict(sorted(runs, key=lambda r: r["spans_per_s"])[(len(runs) - 1) // 2])
+    chosen = _timing.median_run(runs, "spans_per_s")
     chosen["runs_spans_per_s"] = [r["spans_per_s"] for r in runs]
     return chosen
 
@@ -235,21 +219,16 @@ def bench_server(bodies: list[bytes], total: int, connections: int) -> dict[str,
         status, text = server.request("POST", PATH + "?db=warmup", warm, HEADERS)
         if status != 200:
             raise RuntimeError(f"cannot warm up the server: HTTP {status}: {text[:300]!r}")
-        proc = psutil.Process(server.pid)
-        send = _poster(server.request)
-        children0, cpu0 = _children_cpu_s(server.pid), proc.cpu_times()
-        with RssSampler(server.pid) as rss:
+        send = poster(server.request, PATH, HEADERS, ok=200)
+        with ProcessMeter(server.pid, children=True) as meter:
             t0 = time.perf_counter()
-            with ThreadPoolExecutor(connections) as pool:
-                statuses = Counter(pool.map(send, bodies))
+            statuses = post_all(send, bodies, connections)
             wall_s = time.perf_counter() - t0
-        cpu1 = proc.cpu_times()
-        children_s = _children_cpu_s(server.pid) - children0
         stored = int(server.sql("SELECT count(*) FROM spans")[0][0])
     finally:
         shutdown_s = server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
-    server_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    server_s, children_s = meter.cpu_s, meter.children_cpu_s
     return {
         "connections": connections,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
@@ -262,24 +241,12 @@ def bench_server(bodies: list[bytes], total: int, connections: int) -> dict[str,
         # The span decoding process(es) the server spawned (server.tracing.decoder).
         "decoder_cpu_us_per_span": children_s / total * 1e6,
         "total_cpu_us_per_span": (server_s + children_s) / total * 1e6,
-        "rss_peak_mib": rss.peak / 2**20,
+        "rss_peak_mib": meter.rss_peak / 2**20,
         "body_mib": sum(map(len, bodies)) / 2**20,
         "stored": stored,
         "complete": stored == total,
         "shutdown_s": shutdown_s,
     }
-
-
-def _children_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of the live child processes of ``pid``."""
-    total = 0.0
-    for child in psutil.Process(pid).children(recursive=True):
-        try:
-            t = child.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
 
 
 def _count(body: bytes) -> int:

@@ -29,53 +29,19 @@ Goals (issue 5): span start + end ≤ 1/5 of OTel's; inject and extract ≤ 1/2 
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks._asgi import receive, request_scope, send
+from benchmarks._timing import Column, compare, format_table, ratio
+
 __all__ = ["run"]
 
 SPAN_GOAL = 0.2
 PROPAGATION_GOAL = 0.5
-
-
-def _loop_ns(fn: Callable[[], Any], loops: int) -> float:
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        for _ in range(loops):
-            fn()
-        return (time.perf_counter_ns() - start) / loops
-    finally:
-        gc.enable()
-
-
-def _empty() -> None:
-    return None
-
-
-def _compare(
-    fns: dict[str, Callable[[], Any]], loops: int, repeats: int, settle: Callable[[], Any] = _empty
-) -> dict[str, float]:
-    """Best-of-``repeats`` ns per call of each function, interleaved, loop overhead subtracted.
-
-    ``settle`` runs after each timed loop, untimed: it lets OTel's BatchSpanProcessor thread
-    drain what the loop queued, so that work is not charged to the next function measured (it
-    still competes for the GIL during OTel's own loops — part of OTel's cost).
-    """
-    for fn in fns.values():
-        _loop_ns(fn, max(loops // 10, 50))
-        settle()
-    baseline = min(_loop_ns(_empty, loops) for _ in range(repeats))
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            best[name] = min(best[name], _loop_ns(fn, loops))
-            settle()
-    return {name: max(ns - baseline, 0.0) for name, ns in best.items()}
 
 
 def _ops(loops: int, repeats: int) -> dict[str, dict[str, float]]:
@@ -128,10 +94,17 @@ def _ops(loops: int, repeats: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
 
     def both(name: str, ours_fn: Callable[[], Any], theirs_fn: Callable[[], Any]) -> None:
-        row = _compare(
-            {"tsengine_ns": ours_fn, "otel_sdk_ns": theirs_fn}, loops, repeats, provider.force_flush
+        # settle: OTel's BatchSpanProcessor thread drains what a loop queued, untimed, so that
+        # work is not charged to the next function (it still competes for the GIL during OTel's
+        # own loops — part of OTel's cost).
+        row = compare(
+            {"tsengine_ns": ours_fn, "otel_sdk_ns": theirs_fn},
+            loops,
+            repeats,
+            settle=provider.force_flush,
+            warmup_min=50,
         )
-        row["ratio_vs_otel_sdk"] = row["tsengine_ns"] / max(row["otel_sdk_ns"], 1e-9)
+        row["ratio_vs_otel_sdk"] = ratio(row["tsengine_ns"], row["otel_sdk_ns"])
         out[name] = row
 
     try:
@@ -157,7 +130,12 @@ def _encode(loops: int, repeats: int) -> dict[str, float]:
     from tsengine.instrument import Tracer
     from tsengine.instrument._tracing.otlp import encode_export_request
 
-    attrs = {"http.request.method": "GET", "url.path": "/users/42", "http.route": "/users/{id}", "n": 200}
+    attrs: dict[str, str | int] = {
+        "http.request.method": "GET",
+        "url.path": "/users/42",
+        "http.route": "/users/{id}",
+        "n": 200,
+    }
     ours = Tracer(max_traces=1)
     our_spans = []
     for _ in range(512):
@@ -172,17 +150,18 @@ def _encode(loops: int, repeats: int) -> dict[str, float]:
         theirs.start_span("GET /users/{id}", attributes=attrs).end()
     their_spans = memory.get_finished_spans()
     resource = {"service.name": "bench"}
-    row = _compare(
+    row = compare(
         {
             "tsengine_ns": lambda: encode_export_request(our_spans, resource),
             "otel_sdk_ns": lambda: encode_spans(their_spans).SerializeToString(),
         },
         loops,
         repeats,
+        warmup_min=50,
     )
     provider.shutdown()
     result = {key: ns / 512 for key, ns in row.items()}
-    result["ratio_vs_otel_sdk"] = result["tsengine_ns"] / max(result["otel_sdk_ns"], 1e-9)
+    result["ratio_vs_otel_sdk"] = ratio(result["tsengine_ns"], result["otel_sdk_ns"])
     return result
 
 
@@ -206,21 +185,9 @@ def _fastapi(loops: int, repeats: int) -> dict[str, float]:
         app.add_middleware(TelemetryMiddleware, telemetry=Telemetry(config))
         return app
 
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": "/users/7", "raw_path": b"/users/7", "root_path": "",
-        "query_string": b"", "client": ("127.0.0.1", 1), "server": ("bench", 80),
-        "headers": [
-            (b"host", b"bench"),
-            (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-        ],
-    }  # fmt: skip
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
+    scope = request_scope(
+        "/users/7", (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    )
 
     async def measure() -> dict[str, float]:
         apps = {"off": build(False), "on": build(True)}
@@ -282,12 +249,18 @@ def _run(quick: bool, loops: int, repeats: int) -> dict[str, Any]:
 
 def _print(result: dict[str, Any]) -> None:
     print(f"tsengine tracing vs OpenTelemetry SDK (ns/op, best of repeats; python {result['python']})")
-    print(f"{'operation':30} {'tsengine':>9} {'otel sdk':>9} {'ratio':>6}  goal")
-    for name, row in result["ops"].items():
-        goal = result["goals"].get(name)
-        mark = "" if goal is None else ("met" if goal else "MISSED")
-        ours, theirs, ratio = row["tsengine_ns"], row["otel_sdk_ns"], row["ratio_vs_otel_sdk"]
-        print(f"{name:30} {ours:9.0f} {theirs:9.0f} {ratio:6.2f}  {mark}")
+    rows = {
+        name: {**row, "goal": {None: "", True: "met", False: "MISSED"}[result["goals"].get(name)]}
+        for name, row in result["ops"].items()
+    }
+    columns = (
+        Column("tsengine_ns", "tsengine", "9.0f"),
+        Column("otel_sdk_ns", "otel sdk", "9.0f"),
+        Column("ratio_vs_otel_sdk", "ratio", "6.2f"),
+        Column("goal", "goal", "<"),
+    )
+    for line in format_table(rows, columns, first="operation", first_width=30):
+        print(line.rstrip())
     print("FastAPI request through the middleware, in-process (µs):")
     for key, value in result["request"].items():
         print(f"  {key:36} {value:7.1f}")

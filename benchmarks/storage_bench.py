@@ -40,9 +40,10 @@ import psutil
 import pyarrow as pa
 
 from benchmarks import tsbs
+from benchmarks._process import RssSampler
 from benchmarks.queries import NS_PER_HOUR, Q4_QUANTILE, Dataset, Expected, compare
 from benchmarks.tsbs import FIELDS, MEASUREMENT, START_NS, Batch
-from benchmarks.victoriametrics import TIMED_RUNS, WARMUP_RUNS, RssSampler
+from benchmarks.victoriametrics import TIMED_RUNS, WARMUP_RUNS
 
 __all__ = ["bench", "sql_queries"]
 

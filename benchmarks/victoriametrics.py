@@ -34,21 +34,19 @@ import contextlib
 import http.client
 import os
 import shutil
-import socket
 import statistics
 import subprocess
-import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 
+from benchmarks._process import ProcessMeter, ServerProcess, wait_until
 from benchmarks.queries import NS_PER_HOUR, Q4_QUANTILE, Dataset, Expected, compare
 from benchmarks.tsbs import MEASUREMENT, NS_PER_S, START_NS, Batch, to_line_protocol
 
@@ -60,7 +58,6 @@ VISIBLE_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 180.0
 #: The data directory is settled when its size has not changed for this long.
 SETTLE_QUIET_S = 5.0
-RSS_INTERVAL_S = 0.05
 WARMUP_RUNS, TIMED_RUNS = 1, 5
 
 
@@ -69,12 +66,6 @@ def find_binary() -> str | None:
     return shutil.which("victoria-metrics") or (
         "/usr/bin/victoria-metrics" if os.access("/usr/bin/victoria-metrics", os.X_OK) else None
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dir_bytes(path: Path, *, exclude: Sequence[str] = ()) -> dict[str, int]:
@@ -94,122 +85,47 @@ def dir_bytes(path: Path, *, exclude: Sequence[str] = ()) -> dict[str, int]:
     return sizes
 
 
-class RssSampler:
-    """Samples a process's RSS every ``interval_s`` in a thread; ``peak`` is the highest seen."""
+class VictoriaMetrics(ServerProcess):
+    """One ``victoria-metrics`` server process on 127.0.0.1 (see :class:`ServerProcess`).
 
-    def __init__(self, pid: int, *, interval_s: float = RSS_INTERVAL_S) -> None:
-        self._proc = psutil.Process(pid)
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-        self.peak = 0
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self._proc.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-            self._stop.wait(self._interval_s)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-class VictoriaMetrics:
-    """One ``victoria-metrics`` server process on 127.0.0.1; a context manager.
-
-    Not thread-safe except :meth:`write`, which uses one connection per thread.
+    Not thread-safe except :meth:`write` and ``request``, which use one connection per thread.
     """
 
+    name = "VictoriaMetrics"
+    http_timeout_s = 120.0
+    start_timeout_s = START_TIMEOUT_S
+
     def __init__(self, binary: str, data_dir: Path, *, log_path: Path | None = None) -> None:
+        super().__init__(log_path=log_path or data_dir.with_suffix(".log"))
         self.binary = binary
         self.data_dir = data_dir
-        self.log_path = log_path or data_dir.with_suffix(".log")
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._local = threading.local()
 
-    def start(self, *, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Start the server and wait until ``/health`` answers OK.
-
-        Raises:
-            RuntimeError: the process exited or did not answer within ``timeout_s``.
-        """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        args = [
+    def command(self, port: int) -> list[str]:
+        return [
             self.binary,
-            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-httpListenAddr=127.0.0.1:{port}",
             f"-storageDataPath={self.data_dir}",
             "-retentionPeriod=100y",
             "-search.disableCache",
             "-search.latencyOffset=0",
             "-loggerLevel=WARN",
         ]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"cannot start VictoriaMetrics: exited with {self.proc.returncode}, see {self.log_path}"
-                )
-            try:
-                if self.request("GET", "/health")[1].strip() == b"OK":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"cannot start VictoriaMetrics: no answer on /health within {timeout_s:.0f} s")
 
-    def stop(self, *, timeout_s: float = 30.0) -> None:
-        """Stop the process this object started (SIGTERM, then SIGKILL after ``timeout_s``)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
+    def ready(self) -> bool:
+        """``/health`` answers OK."""
         try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> VictoriaMetrics:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "BUG: VictoriaMetrics not started"
-        return self.proc.pid
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-            self._local.conn = conn
-        return conn
-
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        """One HTTP request on this thread's keep-alive connection: (status, body)."""
-        conn = self._connection()
-        try:
-            conn.request(method, path, body=body)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
+            return self.request("GET", "/health")[1].strip() == b"OK"
         except (OSError, http.client.HTTPException):
-            conn.close()
-            self._local.conn = None
-            raise
+            return False
+
+    def start(self, *, timeout_s: float | None = None) -> None:
+        """Start the server on a fresh port and wait until ``/health`` answers OK.
+
+        Raises:
+            RuntimeError: the process exited or did not answer within ``timeout_s``.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        super().start(timeout_s=timeout_s)
 
     def write(self, body: bytes) -> None:
         """POST one line-protocol body to ``/write``.
@@ -344,22 +260,6 @@ def _answer(query: str, data: dict[str, Any]) -> dict[Any, float]:
     return out
 
 
-def _wait(what: str, check: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.5) -> float:
-    """Poll ``check`` until true; return the seconds waited.
-
-    Raises:
-        TimeoutError: not true within ``timeout_s``.
-    """
-    t0 = time.monotonic()
-    while not check():
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"cannot wait for {what}: not done within {timeout_s:.0f} s")
-        time.sleep(interval_s)
-    waited = time.monotonic() - t0
-    print(f"    waited {waited:.1f} s for {what}")
-    return waited
-
-
 def _settle(vm: VictoriaMetrics, *, timeout_s: float = SETTLE_TIMEOUT_S) -> float:
     """Wait until no merge runs and the data directory size has not changed for SETTLE_QUIET_S."""
     last: list[Any] = [None, time.monotonic()]
@@ -375,7 +275,7 @@ def _settle(vm: VictoriaMetrics, *, timeout_s: float = SETTLE_TIMEOUT_S) -> floa
             return False
         return now - last[1] >= SETTLE_QUIET_S
 
-    return _wait(
+    return wait_until(
         f"merges to finish and the data directory to stay unchanged for {SETTLE_QUIET_S:.0f} s",
         quiet,
         timeout_s=timeout_s,
@@ -426,20 +326,16 @@ def bench(
     result: dict[str, Any] = {"available": True, "samples": samples}
     with _server(binary, work_dir, mode) as vm:
         result["version"] = vm.version()
-        server = psutil.Process(vm.pid)
-        cpu0 = server.cpu_times()
-        with RssSampler(vm.pid) as rss:
+        with ProcessMeter(vm.pid) as server:
             t0 = time.perf_counter()
             with ThreadPoolExecutor(CONNECTIONS) as pool:
                 list(pool.map(vm.write, bodies))
             ingest_s = time.perf_counter() - t0
-        cpu1 = server.cpu_times()
         result["ingest_s"] = ingest_s
         result["ingest_samples_per_s"] = samples / ingest_s
         # The client (line-protocol bodies, HTTP) shares the 2 cores: report the server's own cost.
-        cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-        result["server_cpu_us_per_sample"] = cpu_s / samples * 1e6
-        result["rss_peak_mib"] = rss.peak / 2**20
+        result["server_cpu_us_per_sample"] = server.cpu_s / samples * 1e6
+        result["rss_peak_mib"] = server.rss_peak / 2**20
         del bodies
 
         count_query = {
@@ -454,7 +350,7 @@ def bench(
             found = vm.api("/api/v1/query", **count_query)["result"]
             return bool(found) and int(float(found[0]["value"][1])) == samples
 
-        _wait(f"all {samples:,} samples to be queryable", all_visible, timeout_s=VISIBLE_TIMEOUT_S)
+        wait_until(f"all {samples:,} samples to be queryable", all_visible, timeout_s=VISIBLE_TIMEOUT_S)
         vm.request("GET", "/internal/force_merge?partition_prefix=2016")
         _settle(vm)
         sizes = dir_bytes(vm.data_dir, exclude=("cache", "snapshots"))

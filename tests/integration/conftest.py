@@ -9,16 +9,19 @@ tested in the engine's own suite), an app and an ``aiohttp_client`` on a free po
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from server import ServerConfig, Token, create_app
@@ -34,6 +37,11 @@ TOKENS = (
     Token(READ_TOKEN, frozenset({"read"}), name="reader"),
     Token(ADMIN_TOKEN, frozenset({"admin"}), name="admin"),
 )
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header of ``token`` (a new dict each call)."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 def require_binary(name: str) -> str:
@@ -179,3 +187,71 @@ async def assert_error(resp: Any, status: int, error: str, *needles: str) -> dic
         assert needle in body["message"], body
     assert "Traceback" not in body["message"]
     return body
+
+
+class SpyEngine:
+    """The real engine, with its write calls recorded."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self.writes: list[int] = []  # rows of each successful call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def write_batches(self, batches: list[Any]) -> int:
+        rows = self._engine.write_batches(batches)
+        self.writes.append(rows)
+        return rows
+
+
+class LiveServer:
+    """create_app served by an AppRunner on 127.0.0.1:<free port> in a background thread.
+
+    For tests that drive the server synchronously (hypothesis): :meth:`post` blocks.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="live-server", daemon=True)
+        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None)
+        self.port = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+
+    async def _start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, SpyEngine]]:
+    """One :class:`LiveServer` per test module over a real engine wrapped in a :class:`SpyEngine`."""
+    from tsengine import Engine
+
+    engine = Engine.open(Path(tmp_path_factory.mktemp("live")) / "data", fsync="none")
+    spy = SpyEngine(engine)
+    server = LiveServer(create_app(spy, ServerConfig(port=0)))  # type: ignore[arg-type]
+    server.start()
+    yield server, spy
+    server.stop()
+    engine.close()

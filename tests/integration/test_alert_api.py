@@ -16,13 +16,14 @@ from tests.integration.conftest import (
     TOKENS,
     WRITE_TOKEN,
     assert_error,
+    bearer,
     engine_of,
     query,
 )
 from tsengine.clock import ManualClock
 
 Make = Callable[..., Awaitable[TestClient]]
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ADMIN = bearer(ADMIN_TOKEN)
 HOT = {"name": "hot", "kind": "threshold", "table": "temp", "agg": "last", "window": "10m",
        "group_by": ["room"], "threshold": 30, "for": "1m"}  # fmt: skip
 
@@ -35,8 +36,7 @@ def config(**alerting: Any) -> ServerConfig:
 
 async def test_rule_crud_validation_and_scopes(make_client: Make) -> None:
     client = await make_client(config(default_rules=False))
-    read = {"Authorization": f"Bearer {READ_TOKEN}"}
-    write = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+    read, write = bearer(READ_TOKEN), bearer(WRITE_TOKEN)
     await assert_error(await client.get("/api/v1/rules", headers=read), 403, "Forbidden", "admin")
     await assert_error(await client.post("/api/v1/rules/evaluate", headers=write), 403, "Forbidden")
     resp = await client.post("/api/v1/rules", json={**HOT, "window": "5q"}, headers=ADMIN)

@@ -9,24 +9,19 @@ call (the engine's atomicity — one call writes all or nothing — is tested in
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import http.client
-import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import cramjam
 import orjson
-import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from server import ServerConfig, create_app
 from server.routes import imports
+from tests.integration.conftest import LiveServer, SpyEngine
 from tests.strategies import lp_garbage_bodies
 from tsengine.protocols import influx, otlp_metrics, prom_remote
 from tsengine.protocols.prom_remote import build_write_request
@@ -36,70 +31,6 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-
-class SpyEngine:
-    """The real engine, with its write calls recorded."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-        self.writes: list[int] = []  # rows of each successful call
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def write_batches(self, batches: list[Any]) -> int:
-        rows = self._engine.write_batches(batches)
-        self.writes.append(rows)
-        return rows
-
-
-class LiveServer:
-    """create_app served by an AppRunner on 127.0.0.1:<free port> in a background thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="live-server", daemon=True)
-        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None)
-        self.port = 0
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(30)
-        self._loop.close()
-
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request("POST", path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, SpyEngine]]:
-    from tsengine import Engine
-
-    engine = Engine.open(Path(tmp_path_factory.mktemp("fuzz")) / "data", fsync="none")
-    spy = SpyEngine(engine)
-    server = LiveServer(create_app(spy, ServerConfig(port=0)))  # type: ignore[arg-type]
-    server.start()
-    yield server, spy
-    server.stop()
-    engine.close()
 
 
 def check(live: tuple[LiveServer, SpyEngine], path: str, body: bytes, headers: dict[str, str],

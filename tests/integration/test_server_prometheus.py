@@ -21,9 +21,9 @@ from server import ServerConfig
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     READ_TOKEN,
-    TOKENS,
     WRITE_TOKEN,
     assert_error,
+    bearer,
     engine_of,
     free_port,
     poll,
@@ -109,9 +109,9 @@ remote_read:
 
 
 @pytest.mark.peer
-async def test_real_prometheus_scrapes_and_remote_writes(make_client, tmp_path):
+async def test_real_prometheus_scrapes_and_remote_writes(auth_client, tmp_path):
     binary = require_binary("prometheus")
-    client = await make_client(ServerConfig(port=0, tokens=TOKENS))
+    client = auth_client
     # Series only tsengine holds: one for Prometheus to get through /federate, one from half an
     # hour ago (before Prometheus started) for it to get through remote read.
     past_s = int(time.time()) - 1800
@@ -119,7 +119,7 @@ async def test_real_prometheus_scrapes_and_remote_writes(make_client, tmp_path):
         f"only_in_tsengine,source=influx value=42.5 {time.time_ns()}\n"
         f"history_only_in_tsengine,source=influx value=7.25 {past_s * 10**9}\n"
     ).encode()
-    resp = await client.post("/write", data=lines, headers={"Authorization": f"Bearer {WRITE_TOKEN}"})
+    resp = await client.post("/write", data=lines, headers=bearer(WRITE_TOKEN))
     assert resp.status == 204
     target = f"127.0.0.1:{client.port}"
     prom_port = free_port()

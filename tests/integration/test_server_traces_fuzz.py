@@ -1,6 +1,6 @@
 """Hypothesis: arbitrary bodies to ``POST /v1/traces`` never get a 500 and store all or nothing.
 
-The live server of :mod:`tests.integration.test_server_fuzz` (a real server in a background
+The ``live`` fixture of :mod:`tests.integration.conftest` (a real server in a background
 thread, its engine wrapped in a write-recording spy). A 200 must come from exactly one write of
 every span the pure decoder accepts (zero rows when it accepts none), with the rejected count in
 the answer; any other answer must be a 400/413/415 JSON error with nothing written.
@@ -9,34 +9,18 @@ the answer; any other answer must be a 400/413/415 JSON error with nothing writt
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
-import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from server import ServerConfig, create_app
-from tests.integration.test_server_fuzz import FUZZ, LiveServer, SpyEngine
+from tests.integration.conftest import LiveServer, SpyEngine
+from tests.integration.test_server_fuzz import FUZZ
 from tests.integration.test_server_traces import SPANS, crafted_request, otlp_json
 from tsengine.protocols import otlp_traces
 
 _VALID = crafted_request().SerializeToString()
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, SpyEngine]]:
-    from tsengine import Engine
-
-    engine = Engine.open(Path(tmp_path_factory.mktemp("fuzz-traces")) / "data", fsync="none")
-    spy = SpyEngine(engine)
-    server = LiveServer(create_app(spy, ServerConfig(port=0)))  # type: ignore[arg-type]
-    server.start()
-    yield server, spy
-    server.stop()
-    engine.close()
 
 
 @st.composite

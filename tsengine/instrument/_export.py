@@ -10,12 +10,15 @@ implementation must keep, because the runtime calls these on the application's t
   jitter; ``flush(timeout_s)`` pushes what is queued and reports whether it all went;
 * ``shutdown(timeout_s)`` flushes and stops the worker; calling it twice is harmless.
 
-Implementations share the queue and worker of ``_push.QueuedExporter``:
-:class:`tsengine.instrument.HttpExporter` (``_push``) over the server's native
-``/api/v1/import``, :class:`tsengine.instrument.OtlpMetricsExporter` (``_otlp_metrics_export``)
-over OTLP/HTTP ``/v1/metrics``, :class:`tsengine.instrument.EmbeddedExporter` (``_embedded``)
-into an engine in the same process. ``configure()`` builds one from ``TELEMETRY_EXPORT`` and
-``TELEMETRY_EXPORTER_*``; :meth:`Telemetry.set_exporter` accepts any implementation.
+Implementations share the queue and worker of ``_push.QueuedExporter`` (itself a
+``_push.BatchExporter``): :class:`tsengine.instrument.HttpExporter` (``_push``) over the server's
+native ``/api/v1/import``, :class:`tsengine.instrument.OtlpMetricsExporter`
+(``_otlp_metrics_export``) over OTLP/HTTP ``/v1/metrics``,
+:class:`tsengine.instrument.EmbeddedExporter` (``_embedded``) into an engine in the same process.
+``configure()`` builds one from ``TELEMETRY_EXPORT`` and ``TELEMETRY_EXPORTER_*``;
+:meth:`Telemetry.set_exporter` accepts any implementation. Spans do not pass through this seam:
+the tracer hands them to span processors (``_tracing/exporter``), which are ``BatchExporter``
+subclasses too, chosen by the same ``TELEMETRY_EXPORT``.
 """
 
 from __future__ import annotations

@@ -18,5 +18,6 @@ def test_bodies_hold_512_valid_spans_each() -> None:
         assert all(len(s.attributes) == 6 for s in spans)
         result = otlp_traces.parse(body, content_type="application/x-protobuf")
         assert (result.accepted, result.rejected) == (512, 0)
+        assert result.batch is not None
         assert set(result.batch.tags["service"].to_pylist()) == {"frontend", "cart", "payment", "postgres"}
     assert bench_span_ingest.render_bodies(1024) == bodies  # seeded: the same bytes every run

@@ -180,9 +180,9 @@ def test_encoding_round_trips_through_the_reference_decoder(points: list[Point],
 
 def test_exporter_posts_to_v1_metrics_and_sends_no_events() -> None:
     exporter = OtlpMetricsExporter("http://127.0.0.1:4318/base", db="ops")
-    assert exporter._path == "/base/v1/metrics?db=ops"
-    assert OtlpMetricsExporter("http://127.0.0.1:4318")._path == "/v1/metrics"
-    assert exporter.content_type == "application/x-protobuf"
+    assert exporter._target.url == "http://127.0.0.1:4318/base/v1/metrics?db=ops"
+    assert OtlpMetricsExporter("http://127.0.0.1:4318")._target.url == "http://127.0.0.1:4318/v1/metrics"
+    assert exporter._target.headers["Content-Type"] == "application/x-protobuf"
     from tsengine.instrument import Event, EventCategory, EventSeverity
 
     exporter.export_events([Event(1, 0, "e", EventCategory.SYSTEM, EventSeverity.INFO)])  # type: ignore[call-arg]

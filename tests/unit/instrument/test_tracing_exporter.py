@@ -24,10 +24,10 @@ def test_concurrent_spans_keep_the_bound_and_account_for_every_span() -> None:
     for t in pool:
         t.join()
     total = per_thread * threads
-    queued = sum(len(b.spans) for b in exporter._queue)
+    queued = sum(len(b.rows) for b in exporter._queue)
     assert queued == exporter.queued_spans <= 100
     assert exporter.stats.values["dropped"] + queued == total
-    assert all(len(b.spans) <= 7 for b in exporter._queue)
+    assert all(len(b.rows) <= 7 for b in exporter._queue)
 
 
 def test_lifecycle_is_idempotent_and_leaves_no_thread() -> None:

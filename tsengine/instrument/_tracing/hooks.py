@@ -1,10 +1,11 @@
 """Automatic spans: the request and call hooks, client-span helpers, and wiring into the runtime.
 
 Who calls it: :meth:`Telemetry.apply` calls :func:`apply_tracing` with the config (tracing on:
-configure the tracer, register the hooks, install the trace-id provider and build the OTLP
-exporter); the middleware calls the registered :class:`TracingRequestHook` around each request,
-the business decorators the :class:`TracingCallHook` around each call; the httpx event hooks and
-the aiohttp ``TraceConfig`` call :func:`start_client_span` / :func:`end_client_span`.
+configure the tracer, register the hooks, install the trace-id provider and build the span
+exporter :func:`span_export_target` names); the middleware calls the registered
+:class:`TracingRequestHook` around each request, the business decorators the
+:class:`TracingCallHook` around each call; the httpx event hooks and the aiohttp ``TraceConfig`` call
+:func:`start_client_span` / :func:`end_client_span`.
 
 What the spans look like (OpenTelemetry's HTTP semantic conventions):
 
@@ -30,7 +31,12 @@ from typing import TYPE_CHECKING, Any
 from tsengine.instrument._config import ConfigError
 from tsengine.instrument._context import set_trace_context_provider
 from tsengine.instrument._hooks import CallInfo, RequestInfo
-from tsengine.instrument._tracing.exporter import OtlpSpanExporter, traces_url
+from tsengine.instrument._tracing.exporter import (
+    EmbeddedSpanExporter,
+    OtlpSpanExporter,
+    SpanExporter,
+    traces_url,
+)
 from tsengine.instrument._tracing.propagation import extract, inject
 from tsengine.instrument._tracing.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from tsengine.instrument._tracing.span import Span, SpanKind, StatusCode, current_span_var
@@ -47,6 +53,7 @@ __all__ = [
     "check_tracing_config",
     "end_client_span",
     "get_tracer",
+    "span_export_target",
     "start_client_span",
 ]
 
@@ -211,11 +218,32 @@ def sampler_for(rate: float) -> Sampler:
     return ParentBased(ALWAYS_ON if rate >= 1.0 else TraceIdRatioBased(rate))
 
 
+def span_export_target(config: TelemetryConfig) -> tuple[str, str] | None:
+    """Where finished spans go: ``("otlp", endpoint)``, ``("embedded", data_dir)`` or None.
+
+    ``TRACING_EXPORTER_ENDPOINT`` wins when set (OTLP/HTTP there, whatever ``TELEMETRY_EXPORT``
+    says); else ``TELEMETRY_EXPORT`` decides: ``http`` and ``otlp`` → OTLP/HTTP to
+    ``TELEMETRY_EXPORTER_ENDPOINT``'s ``/v1/traces``, ``embedded`` → the ``spans`` table of the
+    engine at ``TELEMETRY_EXPORT_PATH``, ``none`` → no span export. Tracing off → None.
+    """
+    if not config.tracing_on:
+        return None
+    if config.tracing_exporter_endpoint:
+        return "otlp", config.tracing_exporter_endpoint
+    kind = config.export_kind
+    if kind in ("http", "otlp") and config.exporter_endpoint:
+        return "otlp", config.exporter_endpoint
+    if kind == "embedded" and config.export_path:
+        return "embedded", config.export_path
+    return None
+
+
 def check_tracing_config(config: TelemetryConfig) -> None:
     """Raise ConfigError naming the variable when the trace exporter's endpoint is unusable."""
-    endpoint = config.tracing_exporter_endpoint or config.exporter_endpoint
-    if not (config.tracing_on and endpoint):
+    target = span_export_target(config)
+    if target is None or target[0] != "otlp":
         return
+    endpoint = target[1]
     try:
         traces_url(endpoint)
     except ValueError:
@@ -254,12 +282,13 @@ def apply_tracing(rt: Telemetry, config: TelemetryConfig) -> None:
 
 
 def _apply_exporter(rt: Telemetry, config: TelemetryConfig) -> None:
+    """Build (not start) the span exporter :func:`span_export_target` names; replace or drop the old one."""
     tracer = rt.tracer
-    endpoint = config.tracing_exporter_endpoint or config.exporter_endpoint
+    target = span_export_target(config)
     key = None
-    if config.tracing_on and endpoint:
+    if target is not None:
         key = (
-            endpoint,
+            *target,
             config.tracing_exporter_token or config.exporter_token,
             config.tracing_exporter_batch_size,
             config.tracing_exporter_queue_size,
@@ -273,17 +302,22 @@ def _apply_exporter(rt: Telemetry, config: TelemetryConfig) -> None:
         tracer.remove_processor(old)
         old.shutdown(5.0)
     tracer._config_exporter = (None, None)
-    if key is None:
+    if target is None:
         return
-    exporter = OtlpSpanExporter(
-        key[0],
-        key[1],
-        batch_size=config.tracing_exporter_batch_size,
-        max_queue=config.tracing_exporter_queue_size,
-        interval_s=config.tracing_exporter_flush_interval_s,
-        service=config.service_name,
-        registry=rt.registry,
-    )
+    settings: dict[str, Any] = {
+        "batch_size": config.tracing_exporter_batch_size,
+        "max_queue": config.tracing_exporter_queue_size,
+        "interval_s": config.tracing_exporter_flush_interval_s,
+        "service": config.service_name,
+        "registry": rt.registry,
+    }
+    exporter: SpanExporter
+    if target[0] == "embedded":
+        exporter = EmbeddedSpanExporter(path=target[1], **settings)
+    else:
+        exporter = OtlpSpanExporter(
+            target[1], config.tracing_exporter_token or config.exporter_token, **settings
+        )
     tracer.add_processor(exporter)
     tracer._config_exporter = (key, exporter)
 
