@@ -30,6 +30,7 @@ from server.keys import (
     CONFIG_KEY,
     DRAINING_KEY,
     ENGINE_KEY,
+    EVENT_HUB_KEY,
     EXECUTORS_KEY,
     METRICS_KEY,
     POOLS,
@@ -39,7 +40,21 @@ from server.keys import (
     TRACE_HUB_KEY,
     WRITE_SLOTS_KEY,
 )
-from server.routes import federate, health, imports, influx, metrics, otlp, prometheus, sql, tasks, traces
+from server.routes import (
+    dashboard,
+    events,
+    federate,
+    health,
+    imports,
+    influx,
+    logs,
+    metrics,
+    otlp,
+    prometheus,
+    sql,
+    tasks,
+    traces,
+)
 from server.routes.reports import install as install_analysis
 from server.scheduler import Scheduler
 from server.selfmetrics import ServerMetrics
@@ -96,6 +111,7 @@ async def _mark_draining(app: web.Application) -> None:
     # Span streams never end by themselves; end them so that aiohttp's wait for in-flight
     # requests is not spent on them.
     app[TRACE_HUB_KEY].close()
+    app[EVENT_HUB_KEY].close()
 
 
 def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Application:
@@ -118,6 +134,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Applic
     engine.observer = app[METRICS_KEY]  # WAL append/fsync and persist timings
     app[STARTED_KEY] = time.monotonic()
     app[TRACE_HUB_KEY] = SpanHub()
+    app[EVENT_HUB_KEY] = events.make_hub()
     procs = config.span_decode_processes
     app[TRACE_DECODER_KEY] = SpanDecoder(processes=default_processes() if procs < 0 else procs)
     app[DRAINING_KEY] = asyncio.Event()
@@ -130,8 +147,10 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Applic
     app.cleanup_ctx.append(_process_sampler)
     app.cleanup_ctx.append(_span_decoder)
     app.on_shutdown.append(_mark_draining)
-    for group in (influx, prometheus, otlp, imports, sql, federate, health, metrics, tasks, traces):
+    for group in (influx, prometheus, otlp, imports, sql, federate, health, metrics, tasks, traces, events):
         app.router.add_routes(group.ROUTES)
+    app.router.add_routes(logs.ROUTES)
+    app.router.add_routes(dashboard.ROUTES)  # GET /: the dashboard page
     storage_lifecycle.install(app)  # the cleanup task, retention/storage admin routes
     install_analysis(app)  # the analysis tasks and the report routes (server.analysis)
     setup_alerting(app)  # the alert_evaluation task, the rule/alert/silence routes (server.alerting)

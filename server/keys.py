@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from server.scheduler import Scheduler
     from server.selfmetrics import ServerMetrics
     from server.tracing.decoder import SpanDecoder
-    from server.tracing.hub import SpanHub
+    from server.tracing.hub import Hub, SpanHub
     from tsengine.engine import Engine
     from tsengine.lifecycle import Lifecycle
 
@@ -35,6 +35,7 @@ __all__ = [
     "CONFIG_KEY",
     "DRAINING_KEY",
     "ENGINE_KEY",
+    "EVENT_HUB_KEY",
     "EXECUTORS_KEY",
     "LIFECYCLE_KEY",
     "METRICS_KEY",
@@ -69,6 +70,8 @@ WRITE_SLOTS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("write_slots")
 ALERTING_KEY: web.AppKey[AlertService] = web.AppKey("alerting")
 #: Fan-out of stored spans to ``GET /api/v1/traces/stream`` clients (:mod:`server.tracing.hub`).
 TRACE_HUB_KEY: web.AppKey[SpanHub] = web.AppKey("trace_hub")
+#: Fan-out of stored events to ``GET /api/v1/events/stream`` clients (:mod:`server.routes.events`).
+EVENT_HUB_KEY: web.AppKey[Hub] = web.AppKey("event_hub")
 #: Where ``POST /v1/traces`` bodies are decoded (:mod:`server.tracing.decoder`); closed by cleanup.
 TRACE_DECODER_KEY: web.AppKey[SpanDecoder] = web.AppKey("trace_decoder")
 

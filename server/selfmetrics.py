@@ -18,7 +18,7 @@ from tsengine.instrument import CollectorRegistry, Counter, Gauge, Histogram, Sy
 __all__ = ["PROTOCOLS", "ServerMetrics"]
 
 #: Ingestion protocols, as the ``protocol`` label spells them.
-PROTOCOLS = ("influx", "prometheus_remote_write", "otlp", "import", "otlp_traces")
+PROTOCOLS = ("influx", "prometheus_remote_write", "otlp", "import", "otlp_traces", "otlp_logs", "events")
 
 # Request latency: 0.5 ms (a health check) to 30 s (a large query).
 _LATENCY_BUCKETS = (
@@ -122,6 +122,14 @@ class ServerMetrics:
         self.span_stream_dropped = Counter(
             "tsengine_span_stream_dropped_clients",
             "Span stream clients disconnected for falling a whole buffer behind.",
+            registry=r,
+        )
+        self.event_stream_clients = Gauge(
+            "tsengine_event_stream_clients", "Clients connected to the live event stream.", registry=r
+        )
+        self.event_stream_dropped = Counter(
+            "tsengine_event_stream_dropped_clients",
+            "Event stream clients disconnected for falling a whole buffer behind.",
             registry=r,
         )
         for outcome in ("accepted", "rejected"):

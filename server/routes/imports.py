@@ -11,7 +11,8 @@
   (dictionary<string> columns and fields marked with ``tsengine.kind=tag`` are tags too). The
   fastest path: no per-row work at all.
 
-``db`` selects the database (default ``default``); gzip is accepted; 204 on success.
+``db`` selects the database (default ``default``); gzip is accepted; 204 on success. Rows of
+table ``events`` are offered to ``GET /api/v1/events/stream`` once stored.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from server.body import UnsupportedMediaType
 from server.errors import BodyTooLarge
 from server.ingest import ingest
 from server.keys import CONFIG_KEY
+from server.routes import events
 from tsengine.errors import InvalidInput, ParseError
 from tsengine.model import TableBatch
 
@@ -186,7 +188,17 @@ async def import_(request: web.Request) -> web.StreamResponse:
             f"cannot import: Content-Type {content_type!r} is not application/json, "
             f"application/x-ndjson or {ARROW_STREAM}"
         )
-    return await ingest(request, PROTOCOL, parse)
+    stored: list[TableBatch] = []
+
+    def parse_and_keep(body: bytes) -> list[TableBatch]:  # on an ingest worker
+        stored.extend(parse(body))
+        return stored
+
+    def respond() -> web.StreamResponse:  # after the write: rows of `events` go to the live stream
+        events.publish(request.app, stored)
+        return web.Response(status=204)
+
+    return await ingest(request, PROTOCOL, parse_and_keep, response=respond)
 
 
 ROUTES = [web.post("/api/v1/import", import_)]

@@ -1,4 +1,9 @@
-"""The live span stream: a bounded fan-out of stored spans to ``GET /api/v1/traces/stream`` clients.
+"""Live streams: a bounded fan-out of stored rows to server-sent-event clients.
+
+:class:`Hub` is the mechanism; :class:`SpanHub` serves ``GET /api/v1/traces/stream`` (spans)
+and the events route builds one for ``GET /api/v1/events/stream`` (:mod:`server.routes.events`):
+each hub has its own encoder (rows → SSE bytes) and its subscribers their own filter (a
+:class:`StreamFilter`: a database, and a row mask). What follows says "spans"; events go the same way.
 
 In: the span batch of each ``POST /v1/traces`` request, published by the route only after
 ``Engine.write_batches`` returned — so a subscriber never sees a span that was not stored.
@@ -21,6 +26,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -29,10 +35,21 @@ import pyarrow as pa
 from tsengine.errors import Overloaded
 from tsengine.model import TableBatch
 
-__all__ = ["SpanFilter", "SpanHub", "Subscription"]
+__all__ = ["Hub", "SpanFilter", "SpanHub", "StreamFilter", "Subscription"]
 
 _JSON_FIELDS = ("attributes", "events", "links", "resource")
 _STRING_FIELDS = ("trace_id", "span_id", "parent_span_id", "status_message", "scope_name")
+
+
+class StreamFilter(Protocol):
+    """What a subscriber wants: rows of one database, and of those the ones ``select`` keeps."""
+
+    @property
+    def db(self) -> str: ...
+
+    def select(self, batch: TableBatch) -> np.ndarray:
+        """A boolean mask over ``batch``'s rows."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,11 +60,20 @@ class SpanFilter:
     service: str | None = None
     error: bool | None = None
 
+    def select(self, batch: TableBatch) -> np.ndarray:
+        mask = np.ones(batch.num_rows, dtype=bool)
+        if self.service is not None:
+            mask &= batch.tags["service"].to_numpy(zero_copy_only=False) == self.service
+        if self.error is not None:
+            failed = np.asarray(batch.tags["status"].to_numpy(zero_copy_only=False) == "error")
+            mask &= failed if self.error else ~failed
+        return mask
+
 
 class Subscription:
     """One stream client: its filter and the encoded events waiting for its handler."""
 
-    def __init__(self, spans_filter: SpanFilter, limit: int, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, spans_filter: StreamFilter, limit: int, on_overflow: Callable[[], None]) -> None:
         self.filter = spans_filter
         self._limit = limit
         self._pending: deque[bytes] = deque()
@@ -88,12 +114,27 @@ class Subscription:
         return data
 
 
-class SpanHub:
-    """Fan-out of stored spans to subscribers (see the module docstring)."""
+class Hub:
+    """Fan-out of stored rows to subscribers (see the module docstring).
 
-    def __init__(self, *, max_subscribers: int = 64, buffer_spans: int = 4096) -> None:
+    Args:
+        encode: a batch's rows → one SSE event each (called once per batch with subscribers).
+        what: the rows' name in error messages ("spans", "events").
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[TableBatch], list[bytes]],
+        *,
+        what: str,
+        max_subscribers: int = 64,
+        buffer_size: int = 4096,
+    ) -> None:
+        self.encode = encode
+        self.what = what
         self.max_subscribers = max_subscribers
-        self.buffer_spans = buffer_spans
+        #: Events waiting per subscriber at most.
+        self.buffer_size = buffer_size
         self._subs: set[Subscription] = set()
         self._closed = False
         #: Subscribers dropped for falling behind, since start.
@@ -103,16 +144,16 @@ class SpanHub:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    def subscribe(self, spans_filter: SpanFilter, on_overflow: Callable[[], None]) -> Subscription:
+    def subscribe(self, spans_filter: StreamFilter, on_overflow: Callable[[], None]) -> Subscription:
         """A new subscription; Overloaded when ``max_subscribers`` are already connected."""
         if self._closed:
-            raise Overloaded("cannot stream spans: the server is shutting down", retry_after_s=5.0)
+            raise Overloaded(f"cannot stream {self.what}: the server is shutting down", retry_after_s=5.0)
         if len(self._subs) >= self.max_subscribers:
             raise Overloaded(
-                f"cannot stream spans: {self.max_subscribers} stream clients are connected already",
+                f"cannot stream {self.what}: {self.max_subscribers} stream clients are connected already",
                 retry_after_s=10.0,
             )
-        sub = Subscription(spans_filter, self.buffer_spans, on_overflow)
+        sub = Subscription(spans_filter, self.buffer_size, on_overflow)
         self._subs.add(sub)
         return sub
 
@@ -124,16 +165,9 @@ class SpanHub:
         subs = [s for s in self._subs if s.filter.db == batch.db]
         if not subs:
             return
-        events = encode_events(batch)
-        service = batch.tags["service"].to_numpy(zero_copy_only=False)
-        failed = np.asarray(batch.tags["status"].to_numpy(zero_copy_only=False) == "error")
+        events = self.encode(batch)
         for sub in subs:
-            f = sub.filter
-            mask = np.ones(len(events), dtype=bool)
-            if f.service is not None:
-                mask &= service == f.service
-            if f.error is not None:
-                mask &= failed if f.error else ~failed
+            mask = sub.filter.select(batch)
             chosen = [events[i] for i in np.flatnonzero(mask)]
             if chosen and not sub.offer(chosen):
                 self._subs.discard(sub)
@@ -146,6 +180,23 @@ class SpanHub:
         for sub in self._subs:
             sub.close()
         self._subs.clear()
+
+
+class SpanHub(Hub):
+    """The hub of ``GET /api/v1/traces/stream``: span rows, one ``event: span`` each."""
+
+    def __init__(self, *, max_subscribers: int = 64, buffer_spans: int = 4096) -> None:
+        super().__init__(
+            encode_events, what="spans", max_subscribers=max_subscribers, buffer_size=buffer_spans
+        )
+
+    @property
+    def buffer_spans(self) -> int:
+        return self.buffer_size
+
+    @buffer_spans.setter
+    def buffer_spans(self, value: int) -> None:
+        self.buffer_size = value
 
 
 def encode_events(batch: TableBatch) -> list[bytes]:

@@ -25,6 +25,8 @@ class EventCategory(enum.StrEnum):
     DOCUMENT = "document"
     LICENSE = "license"
     ALERT = "alert"
+    #: Records received as OTLP logs (``POST /v1/logs``) without an ``event.category`` attribute.
+    LOG = "log"
 
 
 class EventSeverity(enum.IntEnum):
