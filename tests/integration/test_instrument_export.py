@@ -313,7 +313,8 @@ async def test_otlp_metrics_land_like_the_opentelemetry_sdk(
     depth.set(7)
     for v in (0.05, 0.5, 0.7, 3.0):
         latency.labels("import").observe(v)
-    rt.events.track("not_sent_over_otlp")
+    with bind_context(user_id="alice", correlation_id="req-7"):
+        sent = rt.events.track("sent_as_a_log_record", category="business", severity="warning", message="m")
     exporter.export_now()
     assert await asyncio.to_thread(exporter.flush, 10.0) is True
     assert exporter.stats.values["rejected"] == 0
@@ -338,7 +339,10 @@ async def test_otlp_metrics_land_like_the_opentelemetry_sdk(
     assert ours_buckets == [["0.1", 1.0], ["1", 3.0], ["+Inf", 4.0]]
     assert await sql("SELECT value FROM job_seconds_count") == [[4.0]]
     assert await sql("SELECT round(value, 6) FROM job_seconds_sum") == [[4.25]]
-    assert ("default", "events") not in await asyncio.to_thread(engine_of(client).tables)
+    # Events went to /v1/logs: the row the native exporter would have written to `events`.
+    assert await sql(
+        "SELECT id, service, category, severity, name, message, user_id, correlation_id FROM events"
+    ) == [[sent.id, "shop", "business", "warning", "sent_as_a_log_record", "m", "alice", "req-7"]]
 
     # The OpenTelemetry SDK recording the same into db "otel": the same tables, tags and values.
     endpoint = str(client.make_url("/v1/metrics?db=otel"))

@@ -20,8 +20,9 @@ On tsengine's server that lands as the OpenTelemetry SDK's metrics would: tables
 ``orders_total`` (tags ``otel_temporality``, ``otel_monotonic``), ``queue_depth``,
 ``job_seconds_bucket``/``_sum``/``_count``, with the tag ``service_name`` instead of the native
 exporter's ``service``. Non-finite gauge and counter values are skipped, as the native exporter
-does. Events and data points are not sent (OTLP metrics has no place for them): use the native
-or embedded exporter for those.
+does. Events go as OTLP log records to ``{endpoint}/v1/logs`` through :attr:`OtlpMetricsExporter.logs`
+(:mod:`tsengine.instrument._otlp_logs_export`; tsengine stores them in ``events``); recent data
+points are not sent (OTLP has no place for them).
 
 The protobuf wire format is written by hand (a dozen message shapes, all length-delimited,
 varint or fixed64), so neither ``protobuf`` nor ``opentelemetry-proto`` is imported by the SDK;
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,20 +92,48 @@ class OtlpMetricsExporter(HttpExporter):
     """
 
     content_type = CONTENT_TYPE
-    exports_events = False
+    exports_events = False  # events go through ``self.logs``
 
     def __init__(
         self, endpoint: str, token: str | None = None, *, db: str = "default", **kwargs: Any
     ) -> None:
+        from tsengine.instrument._otlp_logs_export import OtlpLogsExporter
+
         super().__init__(endpoint, token, db=db, **kwargs)
         self._start_ns = self._time_ns()
+        #: Events as OTLP log records to ``/v1/logs``, with their own queue and worker.
+        self.logs = OtlpLogsExporter(endpoint, token, db=db, **kwargs)
 
     def _api_path(self, db: str) -> str:
         return "/v1/metrics" + ("" if db == "default" else "?" + urllib.parse.urlencode({"db": db}))
 
     def attach(self, telemetry: Telemetry) -> None:
         super().attach(telemetry)
+        self.logs.service = self.logs.service or self.service
+        self.logs.attach(telemetry)
         self._start_ns = self._time_ns()
+
+    def detach(self) -> None:
+        self.logs.detach()
+        super().detach()
+
+    def start(self) -> None:
+        super().start()
+        self.logs.start()
+
+    def wake(self) -> None:
+        super().wake()
+        self.logs.wake()
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        metrics_ok = super().flush(timeout_s)
+        return self.logs.flush(max(0.0, deadline - time.monotonic())) and metrics_ok
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        super().shutdown(timeout_s)
+        self.logs.shutdown(max(0.05, deadline - time.monotonic()))
 
     def export_metrics(self, families: Sequence[MetricFamily], *, time_ns: int) -> None:
         try:
@@ -118,7 +148,8 @@ class OtlpMetricsExporter(HttpExporter):
         """Not sent over OTLP (see the module docstring)."""
 
     def export_events(self, events: Sequence[Event]) -> None:
-        """Not sent over OTLP (see the module docstring)."""
+        """Handed to :attr:`logs` (OTLP log records to ``/v1/logs``)."""
+        self.logs.export_events(events)
 
     def _encode(self, batch: _Batch) -> bytes:
         if batch.body is None:

@@ -20,8 +20,9 @@ One row of ``events`` per log record, the shape the SDK's exporters write
 * ``message``: the body — a string as it is, any other value as JSON;
 * ``attributes``: the record's attributes as a JSON object (without ``event.category`` and
   ``event.name``, which are tags already); ``resource``: the resource's attributes (JSON);
-* ``trace_id``/``span_id`` (lowercase hex) when set; ``user_id``/``session_id`` from the
-  ``enduser.id``/``session.id`` attributes when set; ``id``: a new random int64.
+* ``trace_id``/``span_id`` (lowercase hex) when set; ``user_id``/``session_id``/``correlation_id``
+  from the ``enduser.id``/``session.id``/``correlation.id`` attributes when set; ``id``: the
+  integer ``event.id`` attribute (what tsengine's SDK sends), else a new random int64.
 
 Attribute values become JSON as in :mod:`tsengine.protocols.otlp_traces`.
 
@@ -88,7 +89,11 @@ _BY_TEXT = {
     "crit": "critical",
 }
 _TAG_ATTRIBUTES = ("event.category", "event.name")
-_CONTEXT_ATTRIBUTES = {"enduser.id": "user_id", "session.id": "session_id"}
+_CONTEXT_ATTRIBUTES = {
+    "enduser.id": "user_id",
+    "session.id": "session_id",
+    "correlation.id": "correlation_id",
+}
 _ID_KEYS = ("traceId", "trace_id", "spanId", "span_id")
 
 
@@ -208,6 +213,9 @@ def _add(
         value = attributes.get(attr)
         if isinstance(value, str) and value:
             context[column] = value
+    # The id the sender gave the event (tsengine's SDK sends ``event.id``), else a new one.
+    sent_id = attributes.pop("event.id", None)
+    event_id = sent_id if type(sent_id) is int and -(1 << 63) <= sent_id < (1 << 63) else new_id()
     body = record.body
     if body.WhichOneof("value") is None:
         message = ""
@@ -221,7 +229,7 @@ def _add(
         category=category,
         severity=severity,
         name=name,
-        event_id=new_id(),
+        event_id=event_id,
         message=message,
         attributes_json=orjson.dumps(attributes).decode(),
         context=context,

@@ -178,12 +178,45 @@ def test_encoding_round_trips_through_the_reference_decoder(points: list[Point],
     assert decoded == expected
 
 
-def test_exporter_posts_to_v1_metrics_and_sends_no_events() -> None:
+def test_exporter_posts_metrics_to_v1_metrics_and_events_to_v1_logs() -> None:
     exporter = OtlpMetricsExporter("http://127.0.0.1:4318/base", db="ops")
     assert exporter._target.url == "http://127.0.0.1:4318/base/v1/metrics?db=ops"
+    assert exporter.logs._target.url == "http://127.0.0.1:4318/base/v1/logs?db=ops"
     assert OtlpMetricsExporter("http://127.0.0.1:4318")._target.url == "http://127.0.0.1:4318/v1/metrics"
     assert exporter._target.headers["Content-Type"] == "application/x-protobuf"
     from tsengine.instrument import Event, EventCategory, EventSeverity
 
-    exporter.export_events([Event(1, 0, "e", EventCategory.SYSTEM, EventSeverity.INFO)])  # type: ignore[call-arg]
-    assert exporter.queued_rows == 0
+    exporter.export_events([Event(1, 0, EventCategory.SYSTEM, EventSeverity.INFO, "e")])
+    assert (exporter.queued_rows, exporter.logs.queued_rows) == (0, 1)
+    exporter.shutdown(0.0)
+
+
+def test_events_encode_as_otlp_log_records() -> None:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from tsengine.instrument import Event, EventCategory, EventSeverity
+    from tsengine.instrument._otlp_logs_export import encode_logs_request
+
+    ev = Event(
+        -42, 1_700_000_000_123_456_789, EventCategory.SECURITY, EventSeverity.ERROR, "login_failed",
+        message="bad password", attributes={"ip": "10.0.0.1", "attempt": 3, "ok": False, "ratio": 0.5,
+        "tags": ["a", "b"]}, user_id="alice", correlation_id="c-1",
+        trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
+    )  # fmt: skip
+    req = ExportLogsServiceRequest.FromString(encode_logs_request([ev], service="shop", scope_version="9"))
+    (rl,) = req.resource_logs
+    assert [(a.key, a.value.string_value) for a in rl.resource.attributes] == [("service.name", "shop")]
+    (sl,) = rl.scope_logs
+    assert (sl.scope.name, sl.scope.version) == ("tsengine.instrument", "9")
+    (rec,) = sl.log_records
+    assert rec.time_unix_nano == rec.observed_time_unix_nano == ev.time_ns
+    assert (rec.severity_number, rec.severity_text, rec.event_name) == (17, "ERROR", "login_failed")
+    assert rec.body.string_value == "bad password"
+    assert rec.trace_id.hex() == ev.trace_id and rec.span_id.hex() == ev.span_id
+    attrs = {a.key: a.value for a in rec.attributes}
+    assert attrs["ip"].string_value == "10.0.0.1" and attrs["attempt"].int_value == 3
+    assert attrs["ok"].HasField("bool_value") and not attrs["ok"].bool_value
+    assert attrs["ratio"].double_value == 0.5 and attrs["tags"].string_value == '["a", "b"]'
+    assert attrs["event.id"].int_value == -42 and attrs["event.category"].string_value == "security"
+    assert attrs["enduser.id"].string_value == "alice" and attrs["correlation.id"].string_value == "c-1"
+    assert "session.id" not in attrs
