@@ -9,6 +9,10 @@
   applies again); 404 when there was none.
 * ``GET /api/v1/storage`` (read): the lifecycle's state (archive, budget, local bytes, rollup
   watermarks, counters) and per table the archived files, rows and bytes.
+* ``POST /api/v1/storage/archive?older_than=&db=&table=`` (admin): what ``tsengine archive``
+  does, for a directory a running server holds — move every local file whose rows are all
+  older than ``older_than`` (``7d``, ``12h``, ``90m``; default: the expired ones) of the selected
+  tables to the archive, verified, and answer the counts. 404 when no archive is configured.
 
 Bad input is a 400 naming the key; the routes answer 503 until the lifecycle has started.
 """
@@ -25,6 +29,7 @@ from server.body import decode_body, read_body
 from server.keys import ENGINE_KEY, LIFECYCLE_KEY, run_blocking
 from tsengine.errors import InvalidInput, NotFound, Overloaded
 from tsengine.lifecycle.policies import policy_key
+from tsengine.model.names import validate_db, validate_table
 
 __all__ = ["ROUTES"]
 
@@ -102,6 +107,42 @@ def _storage_state(life: Any) -> dict[str, Any]:
     return {**state, "archived_tables": tables}
 
 
+_UNITS_NS = {"m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+def _older_than_ns(raw: str) -> int:
+    text = raw.strip()
+    try:
+        amount = float(text[:-1]) if text[-1:] in _UNITS_NS else float("nan")
+    except ValueError:
+        amount = float("nan")
+    if not amount >= 0 or amount == float("inf"):
+        raise InvalidInput(f"cannot archive: older_than={raw!r} is not a duration like 7d, 12h or 90m")
+    return int(amount * _UNITS_NS[text[-1]])
+
+
+@requires("admin")
+async def archive_now(request: web.Request) -> web.StreamResponse:
+    life = request.app.get(LIFECYCLE_KEY)
+    if life is None:
+        raise Overloaded("cannot archive: the lifecycle is starting", retry_after_s=1.0)
+    q = request.query
+    db, table = q.get("db") or None, q.get("table") or None
+    if db is not None:
+        validate_db(db)
+    if table is not None:
+        validate_table(table)
+    older = q.get("older_than")
+    older_than_ns = None
+    if older:
+        older_than_ns = request.app[ENGINE_KEY].clock.now_ns() - _older_than_ns(older)
+
+    def run() -> dict[str, int]:
+        return life.archive_now(db=db, table=table, older_than_ns=older_than_ns)
+
+    return _json(await run_blocking(request, "background", run))
+
+
 @requires("read")
 async def storage_state(request: web.Request) -> web.StreamResponse:
     life = request.app.get(LIFECYCLE_KEY)
@@ -119,4 +160,5 @@ ROUTES = [
     web.delete("/api/v1/retention/{db}", delete_retention),
     web.delete("/api/v1/retention/{db}/{table}", delete_retention),
     web.get("/api/v1/storage", storage_state),
+    web.post("/api/v1/storage/archive", archive_now),
 ]

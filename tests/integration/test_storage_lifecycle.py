@@ -121,9 +121,29 @@ async def test_archive_configured_in_the_server_is_queryable_over_http(make_clie
             headers=READ,
         )
         assert resp.status == 403
+
+        # The running server archives on demand what `tsengine archive --older-than` would.
+        resp = await client.post("/api/v1/storage/archive?older_than=12h", headers=READ)
+        assert resp.status == 403
+        resp = await client.post("/api/v1/storage/archive?older_than=soon", headers=ADMIN)
+        await assert_error(resp, 400, "InvalidInput", "older_than")
+        resp = await client.post("/api/v1/storage/archive?older_than=12h&table=cpu", headers=ADMIN)
+        body = await resp.json()
+        assert resp.status == 200, body
+        # Files whose rows are all over 12 h old (hour files, and the day file compaction made).
+        assert body["archived"] >= 1 and body["dropped"] == 0
+        archived = await query(client, "SELECT count(*) FROM archive.cpu", token=READ_TOKEN)
+        local = await query(client, "SELECT count(*), min(epoch_ns(time)) FROM cpu", token=READ_TOKEN)
+        assert local[0][0] + archived[0][0] == total and local[0][1] == now - 12 * H
         await client.close()
     finally:
         await asyncio.to_thread(eng.close)
+
+
+async def test_archive_on_demand_without_an_archive_is_404(make_client):
+    client = await make_client(ServerConfig(port=0, tokens=TOKENS))
+    resp = await client.post("/api/v1/storage/archive", headers=ADMIN)
+    await assert_error(resp, 404, "NotFound", "no archive")
 
 
 async def test_cleanup_task_compacts_small_files(make_client, tmp_path: Path):
