@@ -29,9 +29,14 @@ from server import ServerConfig, create_app
 from tests.integration.conftest import free_port, poll
 from tsengine.instrument import (
     CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
     HttpExporter,
+    Summary,
     Telemetry,
     TelemetryConfig,
+    Timer,
     setup_telemetry_for_app,
 )
 from tsengine.instrument._alerts import ALERT_CATEGORY
@@ -253,20 +258,79 @@ async def test_requests_metrics_and_events_reach_the_server(
     assert exporter.stats.values["dropped"] == exporter.stats.values["rejected"] == 0
 
 
+def direct_metrics(registry: CollectorRegistry) -> tuple[Callable[[], None], Callable[[], float]]:
+    """Metrics built with the constructors, as at import time: ``(update, total)``."""
+    counter = Counter("rv_disabled_total", "d", ["kind"], registry=registry)
+    bound = counter.labels("kept")
+    gauge = Gauge("rv_depth", "g", registry=registry)
+    histogram = Histogram("rv_seconds", "h", registry=registry)
+    summary = Summary("rv_size_bytes", "s", registry=registry)
+    timer = Timer(histogram)
+
+    @histogram.time()
+    def timed() -> None:
+        return None
+
+    def update() -> None:
+        counter.labels("new").inc(5)
+        bound.inc()
+        gauge.set(7)
+        histogram.observe(0.3)
+        summary.observe(10)
+        with timer:
+            pass
+        timed()
+
+    def total() -> float:
+        families = [f for m in (counter, gauge, histogram, summary) for f in m.collect()]
+        return sum(s.value for f in families for s in f.samples)
+
+    return update, total
+
+
 @pytest.mark.parametrize(("build", "serve", "get"), APPS)
 async def test_a_disabled_sdk_does_nothing_observable(
     build: Callable[..., Any], serve: Any, get: Getter
 ) -> None:
-    rt = make_telemetry(enabled=False)
+    rt = make_telemetry()
+    update, total = direct_metrics(rt.registry)  # built before configure() turns everything off
+    rt.apply(rt.config.replace(enabled=False))
     async with serve(build(rt)) as base:
+        update()
         status, headers, _ = await get(base, "/items/1", {"X-Request-ID": "req-1"})
         assert status == 200
         assert "x-correlation-id" not in headers
         assert (await get(base, "/metrics"))[0] == 404
         assert (await get(base, "/health/telemetry"))[0] == 404
+    assert total() == 0
     assert rt.registry.collect() == []
     assert rt.events.get_events() == []
     assert rt.exporter is None and not rt.system.running
+
+
+@pytest.mark.parametrize(("build", "serve", "get"), APPS)
+async def test_metrics_switched_off_reach_neither_metrics_nor_the_server(
+    tsengine_server: TsengineServer, build: Callable[..., Any], serve: Any, get: Getter
+) -> None:
+    rt = make_telemetry()
+    update, total = direct_metrics(rt.registry)
+    rt.apply(rt.config.replace(metrics_enabled=False))
+    exporter = exporter_for(tsengine_server)
+    rt.set_exporter(exporter)
+    async with serve(build(rt)) as base:
+        update()
+        assert (await get(base, "/items/1", {"X-Request-ID": "req-1"}))[0] == 200
+        assert (await get(base, "/metrics"))[0] == 404
+        exporter.export_now()
+        assert await asyncio.to_thread(exporter.flush, 10.0) is True
+
+    assert total() == 0
+    # Events still flow (the exporter works), metrics do not.
+    assert await tsengine_server.sql("SELECT correlation_id FROM events WHERE name = 'item_viewed'") == [
+        ["req-1"]
+    ]
+    assert await tsengine_server.count("SELECT count(*) FROM rv_disabled_total") == 0
+    assert await tsengine_server.count("SELECT count(*) FROM http_requests_total") == 0
 
 
 async def test_server_outage_loses_nothing_beyond_the_queue_bound(tsengine_server: TsengineServer) -> None:

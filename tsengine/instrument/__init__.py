@@ -63,7 +63,12 @@ from tsengine.instrument._exposition import (
 )
 from tsengine.instrument._family import Collector, MetricFamily, MetricType, Sample
 from tsengine.instrument._hooks import CallHook, CallInfo, Hooks, RequestHook, RequestInfo
-from tsengine.instrument._http_client import httpx_event_hooks
+from tsengine.instrument._http_client import (
+    AsyncInstrumentedTransport,
+    InstrumentedTransport,
+    httpx_event_hooks,
+)
+from tsengine.instrument._http_server import make_asgi_app, make_wsgi_app, start_http_server
 from tsengine.instrument._metrics import DEFAULT_BUCKETS, Counter, Gauge, Histogram, Metric, Summary
 from tsengine.instrument._names import MetricDefinitionError
 from tsengine.instrument._noop import NOOP_METRIC, NoopMetric
@@ -106,6 +111,7 @@ __all__ = [
     "NOOP_METRIC",
     "REGISTRY",
     "SYSTEM_CLOCK",
+    "AsyncInstrumentedTransport",
     "CallHook",
     "CallInfo",
     "Clock",
@@ -126,6 +132,7 @@ __all__ = [
     "Histogram",
     "Hooks",
     "HttpExporter",
+    "InstrumentedTransport",
     "Metric",
     "MetricDefinitionError",
     "MetricFamily",
@@ -174,6 +181,8 @@ __all__ = [
     "httpx_event_hooks",
     "inject",
     "instrument_connection",
+    "make_asgi_app",
+    "make_wsgi_app",
     "metrics_collector",
     "new_correlation_id",
     "payment_telemetry",
@@ -181,6 +190,7 @@ __all__ = [
     "set_trace_context_provider",
     "setup_telemetry_for_app",
     "sql_operation",
+    "start_http_server",
     "telemetry",
     "to_json",
     "user_activity_telemetry",

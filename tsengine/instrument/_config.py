@@ -114,7 +114,7 @@ class TelemetryConfig:
     )
     tracing_exporter_endpoint: str | None = field(
         default=None,
-        metadata=_env("TRACING_EXPORTER_ENDPOINT", "OTLP/HTTP base URL for spans; unset = the exporter's"),
+        metadata=_env("TRACING_EXPORTER_ENDPOINT", "OTLP/HTTP URL for spans; unset = TELEMETRY_EXPORT's"),
     )
     tracing_exporter_token: str | None = field(
         default=None, metadata=_env("TRACING_EXPORTER_TOKEN", "bearer token for spans; unset = exporter's")

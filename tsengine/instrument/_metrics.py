@@ -15,6 +15,13 @@ Cardinality: a metric holds at most ``max_series`` label sets (default: the regi
 ``max_series_per_metric``). A new label set beyond that gets a detached child whose values are
 never exposed, the refusal is counted in ``tsengine_instrument_series_dropped_total{metric=…}``
 and logged once per metric. The application is never interrupted.
+
+Switch: a metric follows its registry's ``METRICS_ENABLED`` switch (``registry.set_enabled``,
+called by ``configure()``), including a metric built at import time before ``configure()`` ran.
+Off, every child's class is swapped for one whose updates return at once (see ``_values``),
+an unlabelled metric's methods are rebound to them, and a label set first seen while off gets
+a child created switched off (it is a series, at zero, once switched back on). The enabled hot
+path tests no flag. A metric built with ``registry=None`` has no switch and always records.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from tsengine.instrument._values import (
     GaugeValue,
     HistogramValue,
     SummaryValue,
+    switch_value,
 )
 
 __all__ = ["DEFAULT_BUCKETS", "Counter", "Gauge", "Histogram", "Metric", "Summary"]
@@ -78,6 +86,9 @@ class Metric:
 
     _type: ClassVar[MetricType]
     _reserved_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: Recording on (the registry's switch); ``_switchable`` False keeps it on (SDK self-metrics).
+    _enabled: bool = True
+    _switchable: bool = True
 
     def __init__(  # noqa: PLR0917 -- prometheus_client's positional order, for drop-in use
         self,
@@ -208,6 +219,8 @@ class Metric:
                 if len(self._series) >= self._max_series:
                     return self._refuse_series()
                 child = self._series[series_key] = self._new_child()
+                if not self._enabled:
+                    switch_value(child, False)
             if series_key == key:
                 # Only exact keys are cached, so the cache stays bounded by the series limit.
                 self._children[key] = child
@@ -218,6 +231,8 @@ class Metric:
         self.series_dropped += 1
         if self._overflow is None:
             self._overflow = self._new_child()
+            if not self._enabled:
+                switch_value(self._overflow, False)
             log.warning(
                 "cannot add series to metric %s: %d label sets reached; further new label sets "
                 "are dropped (counted in tsengine_instrument_series_dropped_total)",
@@ -227,6 +242,34 @@ class Metric:
         if self._registry is not None:
             self._registry.self_metrics.series_dropped.labels(self._name).inc()
         return self._overflow
+
+    # Switch ----------------------------------------------------------------------------------
+
+    def _set_enabled(self, enabled: bool) -> None:
+        """Turn recording on or off in place (the registry's switch); values are kept. Idempotent.
+
+        Off: updates through this metric, its children and Timers made from them return at
+        once. ``labels()`` still returns the real child (created switched off if new), so a
+        child bound while off records once switched back on.
+        """
+        with self._lock:
+            if not self._switchable:
+                enabled = True
+            if enabled == self._enabled:
+                return
+            self._enabled = enabled
+            children = list(self._series.values())
+            if self._overflow is not None:
+                children.append(self._overflow)
+            for child in children:
+                switch_value(child, enabled)
+            if not self._labelnames:
+                self._bind_root(self._root)  # the instance's inc/observe/… were bound to the old class
+
+    @property
+    def enabled(self) -> bool:
+        """Whether updates are recorded (False while the registry's metrics are switched off)."""
+        return self._enabled
 
     def remove(self, *values: object) -> None:
         """Forget the series with these label values (no error if absent)."""

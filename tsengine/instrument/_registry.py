@@ -5,6 +5,12 @@ registry) or ``registry=None`` (not registered). Family names are unique within 
 second metric with a taken name raises :class:`MetricDefinitionError`, as prometheus_client
 does. ``collect()`` snapshots every collector; it is thread-safe and never holds the registry's
 lock while a collector runs, so a slow collector cannot stall registration.
+
+The ``METRICS_ENABLED`` switch lives here: ``set_enabled(False)`` (what ``configure()`` does
+when metrics are off) switches every registered metric, and every one registered later, to
+updates that do nothing (see ``_metrics``), and ``collect()`` returns nothing, so neither
+``/metrics`` nor an exporter sees a series. The SDK's self-metrics keep counting (for
+``/health/telemetry``) but are not collected either. ``set_enabled(True)`` resumes recording.
 """
 
 from __future__ import annotations
@@ -42,9 +48,15 @@ class CollectorRegistry:
         self._by_name: dict[str, Collector] = {}
         self._collectors: dict[int, tuple[Collector, tuple[str, ...]]] = {}
         self._self_metrics: SelfMetrics | None = None
+        self._switch_lock = threading.Lock()
+        #: Metrics recorded and collected; see :meth:`set_enabled`.
+        self.enabled = True
 
     def register(self, collector: Collector) -> None:
-        """Add ``collector``; raise MetricDefinitionError if one of its names is taken."""
+        """Add ``collector``; raise MetricDefinitionError if one of its names is taken.
+
+        While the registry is switched off, a metric registered now is switched off with it.
+        """
         names = tuple(collector.family_names())
         with self._lock:
             for name in names:
@@ -55,6 +67,22 @@ class CollectorRegistry:
             for name in names:
                 self._by_name[name] = collector
             self._collectors[id(collector)] = (collector, names)
+            if not self.enabled:
+                _switch(collector, False)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Switch the registered metrics' recording and collection on or off (values are kept).
+
+        Thread-safe; blocks only for each metric's short lock. Idempotent.
+        """
+        with self._switch_lock:
+            with self._lock:
+                self.enabled = enabled
+                collectors = [c for c, _ in self._collectors.values()]
+            # Outside the registry lock: a metric holds its own lock and may need the registry's
+            # (its first dropped series creates the self-metrics).
+            for collector in collectors:
+                _switch(collector, enabled)
 
     def unregister(self, collector: Collector) -> None:
         """Remove ``collector``; raise KeyError if it was not registered."""
@@ -72,7 +100,9 @@ class CollectorRegistry:
             return [c for c, _ in self._collectors.values()]
 
     def collect(self) -> list[MetricFamily]:
-        """Snapshot every collector, in registration order."""
+        """Snapshot every collector, in registration order (nothing while switched off)."""
+        if not self.enabled:
+            return []
         out: list[MetricFamily] = []
         for collector in self.collectors():
             out.extend(collector.collect())
@@ -96,9 +126,21 @@ class CollectorRegistry:
                 if self._self_metrics is None:
                     from tsengine.instrument._self_metrics import SelfMetrics
 
-                    self._self_metrics = SelfMetrics(self)
+                    sm = SelfMetrics(self)
+                    for metric in vars(sm).values():  # counted even while metrics are off
+                        metric._switchable = False
+                        metric._set_enabled(True)
+                    self._self_metrics = sm
                 sm = self._self_metrics
         return sm
+
+
+def _switch(collector: Collector, enabled: bool) -> None:
+    # Metrics have the switch; other collectors (the system sampler's, yours) are only not
+    # collected while off.
+    switch = getattr(collector, "_set_enabled", None)
+    if switch is not None:
+        switch(enabled)
 
 
 Registry = CollectorRegistry

@@ -92,6 +92,8 @@ class Telemetry:
         self.metrics_on = config.metrics_on
         self.events_on = config.events_on
         self.registry.max_series_per_metric = config.metrics_max_series_per_metric
+        # Metrics built directly (Counter(...) at import time too) follow METRICS_ENABLED here.
+        self.registry.set_enabled(config.metrics_on)
         self.metrics.configure(
             enabled=config.metrics_on,
             max_data_points=config.metrics_max_data_points,

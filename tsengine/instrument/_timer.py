@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from types import BuiltinMethodType, FunctionType, MethodType
+from types import MethodType
 from typing import Any, Protocol, TypeVar
 
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
@@ -48,20 +48,22 @@ class Timer:
     context manager, one ``with`` at a time per instance.
     """
 
-    __slots__ = ("_clock", "_observe", "_start", "duration_s")
+    __slots__ = ("_clock", "_sink", "_start", "duration_s")
 
     def __init__(self, target: Observer | Callable[[float], None], *, clock: Clock = SYSTEM_CLOCK) -> None:
-        # Bound methods (what Histogram.time() passes) first: probing them for .observe is slow.
-        observe: Any
-        if isinstance(target, (MethodType, BuiltinMethodType, FunctionType)):
-            observe = target
+        # The object whose observe() is called, looked up again on every report (not a bound
+        # method kept from now): a metric switched off by METRICS_ENABLED=false swaps its
+        # methods, and a Timer made before the switch, e.g. an import-time @h.time(), follows.
+        sink: Any
+        if isinstance(target, MethodType):
+            sink = target.__self__ if target.__name__ == "observe" else _Call(target)
+        elif hasattr(type(target), "observe") or hasattr(target, "observe"):  # type first: no bound method
+            sink = target
+        elif callable(target):
+            sink = _Call(target)
         else:
-            observe = getattr(target, "observe", None)
-            if observe is None:
-                if not callable(target):
-                    raise TypeError(f"cannot time into {target!r}: it has no observe() and is not callable")
-                observe = target
-        self._observe: Callable[[float], None] = observe
+            raise TypeError(f"cannot time into {target!r}: it has no observe() and is not callable")
+        self._sink: Observer = sink
         self._clock = clock
         self._start = 0.0
         #: Seconds measured by the last completed ``with`` block, else None.
@@ -75,7 +77,7 @@ class Timer:
         # max() rather than an if: a fake clock may move backwards; never observe a negative time.
         duration = max(self._clock.monotonic() - self._start, 0.0)
         self.duration_s = duration
-        self._observe(duration)
+        self._sink.observe(duration)
 
     async def __aenter__(self) -> Timer:
         return self.__enter__()
@@ -85,7 +87,7 @@ class Timer:
 
     def __call__(self, func: F) -> F:
         """Decorate ``func`` (sync or async) so each call is timed."""
-        observe, clock = self._observe, self._clock
+        sink, clock = self._sink, self._clock
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -94,7 +96,7 @@ class Timer:
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    observe(max(clock.monotonic() - start, 0.0))
+                    sink.observe(max(clock.monotonic() - start, 0.0))
 
             return async_wrapper  # type: ignore[return-value]
 
@@ -104,6 +106,15 @@ class Timer:
             try:
                 return func(*args, **kwargs)
             finally:
-                observe(max(clock.monotonic() - start, 0.0))
+                sink.observe(max(clock.monotonic() - start, 0.0))
 
         return wrapper  # type: ignore[return-value]
+
+
+class _Call:
+    """A plain callable taking the seconds, given the ``observe`` shape of a histogram."""
+
+    __slots__ = ("observe",)
+
+    def __init__(self, fn: Callable[[float], None]) -> None:
+        self.observe = fn

@@ -4,6 +4,12 @@ A metric (``_metrics``) maps label sets to these children; ``.labels(...)`` retu
 unlabelled metric binds its methods directly to its only child, so ``inc``/``observe`` cost one
 method call either way. Every update takes the child's lock, so totals are exact under threads;
 nothing here awaits, so coroutines are safe too. Reads for collection take the same lock.
+
+Switched off (``METRICS_ENABLED=false``, see ``CollectorRegistry.set_enabled``): a child's class
+is swapped for its ``Off…`` subclass (same slots, so ``__class__`` assignment is allowed), whose
+updates return at once. The enabled path pays nothing for the switch — no flag is tested — and a
+child handed out before the switch (``c = counter.labels("GET")`` at import time) stops
+recording too. Values are kept while off and updates resume when switched back on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,14 @@ from typing import Any
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
 from tsengine.instrument._timer import Timer
 
-__all__ = ["CounterValue", "ExceptionTypes", "GaugeValue", "HistogramValue", "SummaryValue"]
+__all__ = [
+    "CounterValue",
+    "ExceptionTypes",
+    "GaugeValue",
+    "HistogramValue",
+    "SummaryValue",
+    "switch_value",
+]
 
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 
@@ -103,7 +116,7 @@ class GaugeValue:
 
     def time(self) -> Timer:
         """Context manager/decorator setting the gauge to the duration in seconds."""
-        return Timer(self.set, clock=self._clock)
+        return Timer(_GaugeSetter(self), clock=self._clock)
 
 
 class HistogramValue:
@@ -126,7 +139,9 @@ class HistogramValue:
 
     def time(self) -> Timer:
         """Context manager/decorator observing the duration in seconds."""
-        return Timer(self.observe, clock=self._clock)
+        # The child itself, not its bound method: the Timer looks observe() up on each report,
+        # so a decorator applied while on stops recording once the metric is switched off.
+        return Timer(self, clock=self._clock)
 
     def snapshot(self) -> tuple[list[int], float]:
         """Per-bucket (not cumulative) counts and the sum, read consistently."""
@@ -151,4 +166,85 @@ class SummaryValue:
 
     def time(self) -> Timer:
         """Context manager/decorator observing the duration in seconds."""
-        return Timer(self.observe, clock=self._clock)
+        # The child itself, not its bound method: the Timer looks observe() up on each report,
+        # so a decorator applied while on stops recording once the metric is switched off.
+        return Timer(self, clock=self._clock)
+
+
+class _GaugeSetter:
+    """``observe(seconds)`` setting a gauge child, looked up on each call (see ``switch_value``)."""
+
+    __slots__ = ("_gauge",)
+
+    def __init__(self, gauge: GaugeValue) -> None:
+        self._gauge = gauge
+
+    def observe(self, amount: float) -> None:
+        self._gauge.set(amount)
+
+
+# -- switched off: same slots, updates that return at once -------------------------------------------
+
+
+def _nothing() -> None:
+    return None
+
+
+class OffCounterValue(CounterValue):
+    __slots__ = ()
+
+    def inc(self, amount: float = 1.0) -> None:
+        return None
+
+    def _set_total(self, value: float) -> None:
+        return None
+
+    def count_exceptions(self, exception: ExceptionTypes = Exception) -> Any:
+        return _count_exceptions(_nothing, exception)
+
+
+class OffGaugeValue(GaugeValue):
+    __slots__ = ()
+
+    def set(self, value: float) -> None:
+        return None
+
+    def inc(self, amount: float = 1.0) -> None:
+        return None
+
+    def dec(self, amount: float = 1.0) -> None:
+        return None
+
+    def set_to_current_time(self) -> None:
+        return None
+
+
+class OffHistogramValue(HistogramValue):
+    __slots__ = ()
+
+    def observe(self, amount: float) -> None:
+        return None
+
+
+class OffSummaryValue(SummaryValue):
+    __slots__ = ()
+
+    def observe(self, amount: float) -> None:
+        return None
+
+
+_OFF: dict[type, type] = {
+    CounterValue: OffCounterValue,
+    GaugeValue: OffGaugeValue,
+    HistogramValue: OffHistogramValue,
+    SummaryValue: OffSummaryValue,
+}
+_ON: dict[type, type] = {off: on for on, off in _OFF.items()}
+
+
+def switch_value(child: Any, enabled: bool) -> None:
+    """Turn a value holder's updates on or off in place (its value is kept). Idempotent."""
+    cls = type(child)
+    new = _ON.get(cls, cls) if enabled else _OFF.get(cls, cls)
+    if new is not cls:
+        child.__class__ = new

@@ -100,9 +100,11 @@ def test_configure_updates_the_default_instance_in_place() -> None:
     assert cfg.events_max_events == 3
     assert ti.event_tracker.max_events == 3
     assert ti.metrics_collector.enabled is False
+    assert ti.REGISTRY.enabled is False  # metrics built directly are switched off too
     assert ti.get_telemetry().config is cfg
     configure(cfg, metrics_enabled=True)
     assert ti.metrics_collector.enabled is True
+    assert ti.REGISTRY.enabled is True
 
 
 def test_configure_with_bad_environment_raises() -> None:

@@ -328,3 +328,40 @@ class TestTimer:
     def test_timer_rejects_non_observer(self) -> None:
         with pytest.raises(TypeError):
             Timer(42)  # type: ignore[arg-type]
+
+    def test_timer_targets_of_every_shape(self, registry: CollectorRegistry, clock: FakeClock) -> None:
+        # Bound observe methods (unlabelled and labelled), a child, a function, a callable
+        # object and an object with an instance-level observe all receive the seconds.
+        h = Histogram("shapes_seconds", "S.", ["k"], registry=registry)
+        root = Histogram("root_seconds", "R.", registry=registry)
+        seen: list[float] = []
+
+        class Sink:
+            def __call__(self, seconds: float) -> None:
+                seen.append(seconds)
+
+        class InstanceObserve:
+            def __init__(self) -> None:
+                self.observe = seen.append
+
+        def fn(seconds: float) -> None:
+            seen.append(seconds)
+
+        targets = [root.observe, h.labels("a").observe, h.labels("b"), fn, Sink(), InstanceObserve()]
+        for target in targets:
+            with Timer(target, clock=clock):  # type: ignore[arg-type]
+                clock.advance(2)
+        assert value(registry, "root_seconds_sum") == 2.0
+        assert value(registry, "shapes_seconds_sum", k="a") == 2.0
+        assert value(registry, "shapes_seconds_sum", k="b") == 2.0
+        assert seen == [2.0, 2.0, 2.0]
+
+    def test_gauge_time_sets_the_duration(self, registry: CollectorRegistry, clock: FakeClock) -> None:
+        g = Gauge("last_run_seconds", "G.", registry=registry, clock=clock)
+
+        @g.time()
+        def run() -> None:
+            clock.advance(4)
+
+        run()
+        assert g.get() == 4.0
