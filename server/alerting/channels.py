@@ -13,7 +13,9 @@ Payloads (documented in ``docs/alerting.md``):
   ``endsAt``/``fingerprint``) plus ``kind`` (``notification``, ``repeat``, ``escalation``) and each
   alert's ``value`` and ``acknowledgedBy``;
 * slack — an incoming-webhook ``{"text": ...}``;
-* email — ``text/plain``; subject ``[FIRING:2] alertname (group labels)``;
+* email — ``text/plain``; subject ``[FIRING:2] alertname (group labels)``; with ``starttls`` the
+  server's certificate is verified (``tls_ca_file``, or ``tls_verify: false`` to opt out) before
+  any credential is sent;
 * alertmanager — ``POST /api/v2/alerts`` with ``labels``, ``annotations``, ``startsAt``,
   ``endsAt`` (in the future while firing, the resolve time once resolved), ``generatorURL``.
 
@@ -28,6 +30,7 @@ import asyncio
 import datetime as dt
 import logging
 import smtplib
+import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -186,6 +189,16 @@ async def _post(session: aiohttp.ClientSession, ch: ChannelConfig, url: str, bod
     raise DeliveryError(f"cannot notify {ch.name}: {last} (after {ch.retries + 1} attempts)", ch.retries + 1)
 
 
+def tls_context(ch: ChannelConfig) -> ssl.SSLContext:
+    """The STARTTLS context: the server's certificate and host name are verified against the
+    system's trust store, or ``tls_ca_file``; ``tls_verify: false`` is the explicit opt-out."""
+    ctx = ssl.create_default_context(cafile=ch.tls_ca_file or None)
+    if not ch.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def _send_mail(ch: ChannelConfig, subject: str, body: str) -> None:
     msg = EmailMessage()
     msg["Subject"] = subject
@@ -194,7 +207,7 @@ def _send_mail(ch: ChannelConfig, subject: str, body: str) -> None:
     msg.set_content(body)
     with smtplib.SMTP(ch.smtp_host, ch.smtp_port, timeout=ch.timeout_s) as smtp:
         if ch.starttls:
-            smtp.starttls()
+            smtp.starttls(context=tls_context(ch))
         if ch.username:
             smtp.login(ch.username, ch.password)
         smtp.send_message(msg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from server.alerting.matchers import Matcher, parse_matchers
@@ -43,6 +44,10 @@ class ChannelConfig:
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     starttls: bool = False
+    #: CA bundle (PEM) that signs the SMTP server's certificate; empty: the system's trust store.
+    tls_ca_file: str = ""
+    #: Verify the SMTP server's certificate and host name on STARTTLS (``false``: explicit opt-out).
+    tls_verify: bool = True
     username: str = ""
     password: str = field(default="", repr=False)
     sender: str = "tsengine@localhost"
@@ -106,7 +111,7 @@ def _typed(raw: Mapping[str, Any], key: str, default: Any, where: str) -> Any:
 
 _CHANNEL_KEYS = {
     "type", "url", "timeout", "retries", "backoff", "headers", "send_resolved", "rate_limit",
-    "host", "port", "starttls", "username", "password", "from", "to",
+    "host", "port", "starttls", "tls_ca_file", "tls_verify", "username", "password", "from", "to",
 }  # fmt: skip
 
 
@@ -150,6 +155,10 @@ def _channel(name: str, raw: Any) -> ChannelConfig:
         values["smtp_host"] = _typed(raw, "host", "127.0.0.1", where)
         values["smtp_port"] = _typed(raw, "port", 25, where)
         values["starttls"] = _typed(raw, "starttls", False, where)
+        values["tls_ca_file"] = _typed(raw, "tls_ca_file", "", where)
+        values["tls_verify"] = _typed(raw, "tls_verify", True, where)
+        if values["tls_ca_file"] and not Path(values["tls_ca_file"]).is_file():
+            raise _fail(f"{where}.tls_ca_file", f"{values['tls_ca_file']!r} is not a readable file")
         values["username"] = _typed(raw, "username", "", where)
         values["password"] = _typed(raw, "password", "", where)
         values["sender"] = _typed(raw, "from", "tsengine@localhost", where)

@@ -21,13 +21,12 @@ extrapolation (Prometheus extrapolates to the window's edges; ours reads a littl
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from server.alerting.matchers import parse_where
-from server.alerting.rules import Rule, Selector
+from server.alerting.rules import Rule, Selector, substitute_now
 from tsengine.errors import InvalidInput, QueryError
 
 __all__ = ["AlertSource", "Sample", "compare", "evaluate_rule"]
@@ -197,12 +196,9 @@ def _ratio(source: AlertSource, rule: Rule, now_ns: int) -> list[Sample]:
     return out
 
 
-_NOW_RE = re.compile(r"\$now(_ns)?\b")
-
-
 def _sql(source: AlertSource, rule: Rule, now_ns: int) -> list[Sample]:
     assert rule.sql is not None, "BUG: sql rule without sql"
-    text = _NOW_RE.sub(lambda m: str(now_ns) if m.group(1) else f"make_timestamp_ns({now_ns})", rule.sql)
+    text = substitute_now(rule.sql, now_ns)
     result = source.sql(text, db=rule.db)
     names = result.schema.names
     if "value" not in names:

@@ -77,8 +77,10 @@ class History:
     def _exists(self) -> bool:
         return (self.db, TABLE) in set(self.engine.tables(self.db))
 
-    def query(self, *, since_ns: int, filters: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
-        """Newest first: rows since ``since_ns`` whose tags equal ``filters`` (blocks)."""
+    def query(
+        self, *, since_ns: int, filters: Mapping[str, str], limit: int, until_ns: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first: rows in ``[since_ns, until_ns]`` whose tags equal ``filters`` (blocks)."""
         bad = set(filters) - set(_TAGS)
         if bad:
             raise InvalidInput(f"cannot read alert history: unknown filter {sorted(bad)[0]!r} (use {_TAGS})")
@@ -87,10 +89,14 @@ class History:
         cols = set(self.engine.schema(TABLE, self.db).fields)
         select = ", ".join([f'"{t}"' for t in _TAGS] + [f'"{f}"' for f in _FIELDS if f in cols])
         where = "".join(f' AND "{k}" = ?' for k in filters)
+        params: list[Any] = [since_ns]
+        if until_ns is not None:
+            where = f" AND time <= make_timestamp_ns(?){where}"
+            params.append(until_ns)
         rows = self.engine.sql(
             f"SELECT epoch_ns(time) AS time_ns, {select} FROM {TABLE} "
             f"WHERE time >= make_timestamp_ns(?){where} ORDER BY time DESC LIMIT {int(limit)}",
-            [since_ns, *filters.values()],
+            [*params, *filters.values()],
             db=self.db,
         ).to_pylist()
         for row in rows:

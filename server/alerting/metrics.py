@@ -42,5 +42,10 @@ class AlertingMetrics:
             "tsengine_alert_instances_evicted", "Resolved instances dropped from memory (max_alerts).",
             registry=r,
         )  # fmt: skip
+        self.refused = Counter(
+            "tsengine_alert_instances_refused",
+            "New alert instances not tracked because max_alerts instances were in memory.",
+            registry=r,
+        )
         for state in ("pending", "firing", "resolved"):
             self.instances.labels(state).set(0)

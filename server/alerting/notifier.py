@@ -3,7 +3,10 @@
 Who calls it: :class:`server.alerting.service.AlertService`, once per evaluation round, on the
 event loop. In: the alert state (instances, silences, send records), the rules, ``now_ns``.
 Out: deliveries through :mod:`server.alerting.channels` (concurrent, each within its channel's
-timeout) and one history record per alert per delivery (sent or failed).
+timeout) and one history record per alert per delivery (sent or failed). Three steps, so the
+service can deliver without holding its state lock: :meth:`Notifier.plan` (under the lock;
+updates only its bookkeeping of empty or quiet groups), :meth:`Notifier.send` (the network; no
+state), :meth:`Notifier.apply` (records what was sent: group records, escalation steps).
 
 Decisions are taken at each evaluation round (Alertmanager runs its own timers; ours tick with
 the evaluation, so a ``group_wait`` shorter than the evaluation interval behaves as 0):
@@ -48,7 +51,7 @@ from server.alerting.config import AlertingConfig, ChannelConfig, RouteConfig
 from server.alerting.rules import EscalationStep, Rule
 from server.alerting.state import AlertState, Instance
 
-__all__ = ["Delivery", "Notifier", "route_for"]
+__all__ = ["Delivery", "Job", "Notifier", "route_for"]
 
 _NS = 1_000_000_000
 _AM_RESEND_S = 60.0
@@ -82,7 +85,9 @@ class Delivery:
 
 
 @dataclass
-class _Job:
+class Job:
+    """One planned delivery; ``on_success``/``on_failure`` record its outcome in the state."""
+
     notification: Notification
     channel: ChannelConfig
     on_success: Callable[[], None]
@@ -115,13 +120,13 @@ class Notifier:
                 groups.setdefault(key, (route, glabels, []))[2].append(inst)
         return groups
 
-    def plan(self, now_ns: int, rules: Mapping[str, Rule]) -> list[_Job]:
+    def plan(self, now_ns: int, rules: Mapping[str, Rule]) -> list[Job]:
         """Decide this round's notifications. Changes nothing until a job's ``on_success``."""
         records: dict[str, Any] = self.state.notify.setdefault("groups", {})
         first_seen: dict[str, int] = self.state.notify.setdefault("first_seen", {})
         # Escalations first: a severity-only step re-routes the alert in this very round.
         escalations = self._escalations(now_ns, rules)
-        jobs: list[_Job] = []
+        jobs: list[Job] = []
         groups = self._groups()
         firing_groups: set[str] = set()
         for gkey, (route, glabels, members) in groups.items():
@@ -172,7 +177,7 @@ class Notifier:
                     if rkey in records:
                         records[rkey]["failed"] = True
 
-                jobs.append(_Job(n, ch, success, failure))
+                jobs.append(Job(n, ch, success, failure))
         # A group with nothing outstanding is forgotten (as Alertmanager drops an empty group):
         # when it fires again it is a new group, with group_wait and not group_interval.
         for rkey in list(records):
@@ -192,8 +197,8 @@ class Notifier:
                 return route.escalation
         return ()
 
-    def _escalations(self, now_ns: int, rules: Mapping[str, Rule]) -> list[_Job]:
-        jobs: list[_Job] = []
+    def _escalations(self, now_ns: int, rules: Mapping[str, Rule]) -> list[Job]:
+        jobs: list[Job] = []
         for inst in self.state.instances.values():
             if inst.state != "firing" or inst.acked_by is not None or inst.silenced_by:
                 continue
@@ -222,7 +227,7 @@ class Notifier:
                     external_url=self.config.external_url, ends_after_s=_AM_ENDS_AFTER_S,
                     extra={"level": level},
                 )  # fmt: skip
-                jobs.append(_Job(n, self.config.channels[cname], advance))
+                jobs.append(Job(n, self.config.channels[cname], advance))
         return jobs
 
     # -- delivery ---------------------------------------------------------------------------------
@@ -238,10 +243,13 @@ class Notifier:
         window.append(now_ns)
         return False
 
-    async def run(self, session: aiohttp.ClientSession, jobs: list[_Job], now_ns: int) -> list[Delivery]:
-        """Deliver every job concurrently; apply the successes to the state; report each outcome."""
+    async def send(self, session: aiohttp.ClientSession, jobs: list[Job], now_ns: int) -> list[Delivery]:
+        """Deliver every job concurrently and report each outcome; changes no alert state.
 
-        async def one(job: _Job) -> Delivery:
+        The service calls this without holding its lock, then :meth:`apply` under it.
+        """
+
+        async def one(job: Job) -> Delivery:
             if self._rate_limited(job.channel, now_ns):
                 return Delivery(job.notification, job.channel, False, "rate limited", 0)
             try:
@@ -250,10 +258,19 @@ class Notifier:
                 return Delivery(job.notification, job.channel, False, exc.reason, exc.attempts)
             return Delivery(job.notification, job.channel, True, "", attempts)
 
-        results = await asyncio.gather(*(one(j) for j in jobs))
-        for job, result in zip(jobs, results, strict=True):
+        return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+    @staticmethod
+    def apply(jobs: list[Job], deliveries: list[Delivery]) -> None:
+        """Record what was sent (the group records, escalation steps) in the state."""
+        for job, result in zip(jobs, deliveries, strict=True):
             if result.ok:
                 job.on_success()
             elif job.on_failure is not None:
                 job.on_failure()
-        return list(results)
+
+    async def run(self, session: aiohttp.ClientSession, jobs: list[Job], now_ns: int) -> list[Delivery]:
+        """:meth:`send` then :meth:`apply` (for callers that hold no lock across deliveries)."""
+        deliveries = await self.send(session, jobs, now_ns)
+        self.apply(jobs, deliveries)
+        return deliveries

@@ -3,7 +3,10 @@
 Who calls it: :mod:`server.alerting.service` (rule files at start, the rule API), the CLI's
 ``tsengine rules check``. What comes in: one mapping per rule (from YAML or JSON, the same
 fields either way; see ``docs/alerting.md``). What goes out: frozen :class:`Rule` objects, or an
-:class:`InvalidRule` naming the rule and the field at fault. Pure: no engine, no I/O except
+:class:`InvalidRule` naming the rule and the field at fault. A rule that could only fail at every
+evaluation is refused here: SQL (``sql``, ``expr``) the query sandbox refuses — checked with its
+parser (:func:`tsengine.query.sandbox.check_sql`), never run —, a ``where`` regex that does not
+compile, a tag name the engine or Prometheus would not accept. No engine, no I/O except
 :func:`load_rules_file` reading one file.
 """
 
@@ -19,9 +22,11 @@ from typing import Any
 
 import yaml
 
+from server.alerting.matchers import parse_where
 from server.alerting.templates import check_template
-from tsengine.errors import InvalidInput
-from tsengine.model.names import validate_db
+from tsengine.errors import InvalidInput, TsengineError
+from tsengine.model.names import validate_column, validate_db
+from tsengine.query.sandbox import check_sql
 
 __all__ = [
     "AGGREGATES",
@@ -38,6 +43,7 @@ __all__ = [
     "parse_escalation",
     "parse_rule",
     "parse_rules",
+    "substitute_now",
 ]
 
 KINDS = ("threshold", "ratio", "sql", "anomaly", "absence")
@@ -56,7 +62,7 @@ _UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 60
 
 _COMMON_KEYS = {
     "name", "kind", "enabled", "for", "keep_firing_for", "severity", "labels", "annotations",
-    "escalation", "group_by", "op", "threshold", "db",
+    "escalation", "group_by", "op", "threshold", "db", "limit",
 }  # fmt: skip
 _SELECTOR_KEYS = {"table", "field", "expr", "where", "agg", "window"}
 _KIND_KEYS = {
@@ -66,6 +72,14 @@ _KIND_KEYS = {
     "anomaly": _SELECTOR_KEYS | {"baseline", "method", "min_baseline", "alpha", "direction"},
     "absence": {"table", "where", "window", "lookback"},
 }
+
+
+_NOW_RE = re.compile(r"\$now(_ns)?\b")
+
+
+def substitute_now(sql: str, now_ns: int) -> str:
+    """A sql rule's text with ``$now`` (a ``TIMESTAMP_NS``) and ``$now_ns`` (an integer) filled in."""
+    return _NOW_RE.sub(lambda m: str(now_ns) if m.group(1) else f"make_timestamp_ns({now_ns})", sql)
 
 
 class InvalidRule(InvalidInput):
@@ -182,6 +196,8 @@ class Rule:
     labels: Mapping[str, str] = dc_field(default_factory=dict)
     annotations: Mapping[str, str] = dc_field(default_factory=dict)
     escalation: tuple[EscalationStep, ...] = ()
+    #: At most this many alerts per evaluation (0: no limit); past it the evaluation fails.
+    limit: int = 0
     # anomaly
     baseline_s: float = 3600.0
     method: str = "zscore"
@@ -223,6 +239,7 @@ class Rule:
         out["labels"] = dict(self.labels)
         out["annotations"] = dict(self.annotations)
         out["escalation"] = [s.to_dict() for s in self.escalation]
+        out["limit"] = self.limit
         return out
 
 
@@ -282,9 +299,37 @@ class _Reader:
         for t in raw:
             if not isinstance(t, str) or not t:
                 raise self.fail(key, f"must be a list of tag names, got {raw!r}")
+            try:
+                validate_column(t)
+            except InvalidInput as exc:
+                raise self.fail(key, exc.reason) from None
+            if not _LABEL_RE.match(t):
+                # a group-by tag becomes an alert label: Prometheus's label-name rule applies
+                raise self.fail(key, f"tag {t!r} is not a valid label name ([A-Za-z_][A-Za-z0-9_]*)")
         if len(set(raw)) != len(raw):
             raise self.fail(key, "lists a tag twice")
         return tuple(raw)
+
+    def where(self, prefix: str = "") -> dict[str, str]:
+        """Tag filters: valid tag names, values that parse as matchers (regexes compile)."""
+        where = self.string_map("where", label_keys=False, prefix=prefix)
+        for tag in where:
+            try:
+                validate_column(tag)
+            except InvalidInput as exc:
+                raise self.fail(f"{prefix}where.{tag}", exc.reason) from None
+        try:
+            parse_where(where)
+        except ValueError as exc:
+            raise self.fail(f"{prefix}where", str(exc)) from None
+        return where
+
+    def sql_text(self, key: str, sql: str) -> None:
+        """Refuse what the query sandbox would refuse at every evaluation (parsed, not run)."""
+        try:
+            check_sql(sql)
+        except TsengineError as exc:
+            raise self.fail(key, f"is refused by the query sandbox: {exc.reason}") from None
 
     def selector(self, doc: Mapping[str, Any], prefix: str) -> Selector:
         sub = _Reader(doc, self.name)
@@ -305,7 +350,9 @@ class _Reader:
             raise self.fail(f"{prefix}agg", f"must be one of {list(AGGREGATES)}, got {agg!r}")
         if fld == "*" and agg != "count":
             raise self.fail(f"{prefix}field", "'*' (every row) goes with agg 'count' only")
-        where = sub.string_map("where", label_keys=False, prefix=prefix)
+        where = sub.where(prefix)
+        if expr is not None:
+            self.sql_text(f"{prefix}expr", f"SELECT ({expr}) AS x")
         return Selector(table=table, field=fld, expr=expr, where=where, agg=agg)
 
 
@@ -374,6 +421,10 @@ def parse_rule(doc: Any) -> Rule:
         "labels": r.string_map("labels"), "annotations": r.string_map("annotations", label_keys=False),
         "escalation": parse_escalation(doc.get("escalation"), "escalation", r.fail),
     }  # fmt: skip
+    limit = doc.get("limit", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise r.fail("limit", f"must be an integer >= 0 (0: no limit), got {limit!r}")
+    values["limit"] = limit
     for key, text in values["annotations"].items():
         try:
             check_template(text)
@@ -403,7 +454,7 @@ def parse_rule(doc: Any) -> Rule:
         table = doc.get("table")
         if not isinstance(table, str) or not table:
             raise r.fail("table", f"must be a non-empty table name, got {table!r}")
-        values["selector"] = Selector(table=table, where=r.string_map("where", label_keys=False), agg="count")
+        values["selector"] = Selector(table=table, where=r.where(), agg="count")
         values["lookback_s"] = r.duration("lookback", 3600.0)
         if values["group_by"] and values["lookback_s"] <= values["window_s"]:
             raise r.fail("lookback", "must be longer than 'window' (groups seen then but not in the window)")
@@ -411,6 +462,7 @@ def parse_rule(doc: Any) -> Rule:
         sql = doc.get("sql")
         if not isinstance(sql, str) or not sql.strip():
             raise r.fail("sql", "must be a read-only SQL statement")
+        r.sql_text("sql", substitute_now(sql, 0))
         values["sql"] = sql
     if kind == "anomaly":
         values["baseline_s"] = r.duration("baseline", 3600.0)

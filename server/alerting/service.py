@@ -2,23 +2,30 @@
 
 Who calls it: the scheduler (task ``alert_evaluation`` runs :meth:`AlertService.evaluate`), the
 HTTP routes of :mod:`server.routes.alerts`, and the app's cleanup context (:meth:`start`,
-:meth:`close`). Everything here runs on the event loop, one operation at a time (an
-``asyncio.Lock``); blocking work — the rules' DuckDB queries, history writes, state saves — goes
-to the executor given (the app's ``background`` pool).
+:meth:`close`). Everything here runs on the event loop; blocking work — the rules' DuckDB
+queries, history writes, state saves — goes to the executor given (the app's ``background``
+pool). Two locks: ``_lock`` guards the state (instances, silences, rules, notification records)
+and is held only for short in-memory steps and their saves; ``_round`` lets one evaluation round
+run at a time. Neither a rule's query nor a delivery holds ``_lock``, so a hanging channel
+never delays an acknowledgement, a silence or a rule change.
 
 One round (:meth:`evaluate`), at ``now = engine.clock.now_ns()``:
 
-1. every enabled rule is evaluated (:mod:`~server.alerting.evaluator`) in one trip to the pool;
-   a rule that fails is recorded (history ``evaluation_failed``, metric) and its instances keep
-   their state — the other rules never notice;
-2. instances advance (:mod:`~server.alerting.state`); instances of a deleted or disabled rule
-   resolve; silences are applied; resolved instances beyond ``max_alerts`` are evicted;
-3. notifications are planned (:mod:`~server.alerting.notifier`); the state and the round's
-   transitions are saved (state file, then ``alerts_history``);
-4. notifications are delivered concurrently; the state is saved again with what was sent.
+1. every enabled rule is evaluated (:mod:`~server.alerting.evaluator`) in one trip to the pool,
+   without ``_lock``; a rule that fails, or returns more groups than its ``limit``, is recorded
+   (history ``evaluation_failed``, metric) and its instances keep their state — the other
+   rules never notice;
+2. under ``_lock``: instances advance (:mod:`~server.alerting.state`), new ones only while
+   fewer than ``max_alerts`` are held (resolved ones are evicted to make room, then new ones
+   are refused and counted); instances of a deleted or disabled rule resolve; silences are
+   applied; notifications are planned (:mod:`~server.alerting.notifier`); the state and the
+   round's transitions are saved (state file, then ``alerts_history``);
+3. notifications are delivered concurrently, without ``_lock``;
+4. under ``_lock``: what was sent is recorded in the state, which is saved again.
 
-A crash during 4 re-sends at most that round's notifications; nothing sent in an earlier round
-is sent again, and acknowledgements and silences survive (they are saved when made).
+A crash during 3 re-sends at most that round's notifications; nothing sent in an earlier round
+is sent again (the next round starts only after 4), and acknowledgements and silences survive
+(they are saved when made).
 
 Rules come from, later ones winning by name: the default pack (unless ``default_rules: false``),
 the rules file (``rules_file``), then what the API created, replaced or deleted (kept in the
@@ -44,7 +51,7 @@ from server.alerting.config import AlertingConfig
 from server.alerting.evaluator import AlertSource, Sample, evaluate_rule
 from server.alerting.history import History, Record
 from server.alerting.metrics import AlertingMetrics
-from server.alerting.notifier import Delivery, Notifier
+from server.alerting.notifier import Delivery, Job, Notifier
 from server.alerting.rules import InvalidRule, Rule, load_rules_file, parse_rule, parse_rules
 from server.alerting.silences import parse_silence, silence_state, silencing
 from server.alerting.state import AlertState, Instance, Transition, step_rule
@@ -95,7 +102,10 @@ class AlertService:
         self.history = History(engine, config.history_db)
         self.notifier = Notifier(config, self.state)
         self.metrics = AlertingMetrics(registry or CollectorRegistry())
+        #: Guards the state (instances, silences, rules, records); never held across a delivery.
         self._lock = asyncio.Lock()
+        #: One evaluation round at a time (a round's sends are recorded before the next plans).
+        self._round = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._base: dict[str, tuple[Rule, str]] = {}
         if config.default_rules:
@@ -122,7 +132,7 @@ class AlertService:
         self._session = aiohttp.ClientSession()
 
     async def close(self) -> None:
-        async with self._lock:
+        async with self._round, self._lock:
             self._closed = True
             if self._session is not None:
                 await self._session.close()
@@ -161,61 +171,106 @@ class AlertService:
         return out
 
     async def evaluate(self) -> dict[str, Any]:
-        """One round (see the module docstring); returns counts for the scheduler and the API."""
-        async with self._lock:
+        """One round (see the module docstring); returns counts for the scheduler and the API.
+
+        Rounds run one at a time (``_round``). The state lock (``_lock``) is held only to
+        advance, plan and persist, and to record what was sent: the rules' queries and the
+        deliveries run without it, so a slow channel never holds up an acknowledgement, a
+        silence or a rule change.
+        """
+        async with self._round:
             if self._closed or self._session is None:
                 return {"skipped": "the alert service is not running"}
             t0 = time.perf_counter()
             now = self.now_ns()
             enabled = [r for r, _ in self.rules.values() if r.enabled]
             results = await self._run(self._evaluate_all, enabled, now)
-            records: list[Record] = []
-            transitions: list[Transition] = []
-            errors = 0
-            for rule in enabled:
-                result = results[rule.name]
-                if isinstance(result, str):
-                    errors += 1
-                    self.last_errors[rule.name] = result
-                    self.metrics.rule_evaluations.labels(rule.name, "error").inc()
-                    records.append(Record("evaluation_failed", rule=rule.name, message=result))
-                    continue
-                self.last_errors.pop(rule.name, None)
-                self.metrics.rule_evaluations.labels(rule.name, "ok").inc()
-                keep, trans, dropped = step_rule(rule, result, self.state.of_rule(rule.name), now)
-                for iid in dropped:
-                    self.state.instances.pop(iid, None)
-                for inst in keep:
-                    self.state.instances[inst.id] = inst
-                transitions.extend(trans)
-            transitions.extend(self._retire(now, {r.name for r in enabled}))
-            for sid, silence in list(self.state.silences.items()):
-                if now - silence["ends_at_ns"] > SILENCE_RETENTION_S * _NS:
-                    del self.state.silences[sid]
-            for inst in self.state.instances.values():
-                inst.silenced_by = silencing(self.state.silences, inst.effective_labels(), now)
-            for inst in self.state.evict():
-                self.metrics.evicted.inc()
-                log.debug("evicted resolved alert %s (%s)", inst.id, inst.rule)
-            records.extend(_transition_record(t, now) for t in transitions)
-            jobs = self.notifier.plan(now, {n: r for n, (r, _) in self.rules.items()})
-            await self._persist(records, now)
+            async with self._lock:
+                counts, jobs, n_records = await self._advance(enabled, results, now)
             deliveries: list[Delivery] = []
             if jobs:
-                deliveries = await self.notifier.run(self._session, jobs, now)
-                sent = [r for d in deliveries for r in self._delivery_records(d)]
-                await self._persist(sent, now + len(records))
+                deliveries = await self.notifier.send(self._session, jobs, now)
+                async with self._lock:
+                    self.notifier.apply(jobs, deliveries)
+                    sent = [r for d in deliveries for r in self._delivery_records(d)]
+                    await self._persist(sent, now + n_records)
             self._update_gauges()
             self.metrics.round_duration.observe(time.perf_counter() - t0)
             return {
-                "rules": len(enabled),
-                "errors": errors,
+                **counts,
                 "pending": sum(i.state == "pending" for i in self.state.instances.values()),
                 "firing": sum(i.state == "firing" for i in self.state.instances.values()),
-                "transitions": len(transitions),
                 "notifications_sent": sum(d.ok for d in deliveries),
                 "notifications_failed": sum(not d.ok for d in deliveries),
             }
+
+    async def _advance(
+        self, evaluated: list[Rule], results: dict[str, list[Sample] | str], now: int
+    ) -> tuple[dict[str, Any], list[Job], int]:
+        """Under the state lock: advance the instances, plan the notifications, persist."""
+        # A rule replaced, disabled or deleted while its query ran: its result is stale.
+        enabled = [r for r in evaluated if self.rules.get(r.name, (None, ""))[0] is r]
+        records: list[Record] = []
+        transitions: list[Transition] = []
+        errors = 0
+        refused: dict[str, int] = {}
+        for rule in enabled:
+            result = results[rule.name]
+            if isinstance(result, list) and rule.limit and len(result) > rule.limit:
+                n = len({tuple(sorted(x.labels.items())) for x in result})  # as step_rule dedups
+                if n > rule.limit:
+                    result = (
+                        f"cannot evaluate rule {rule.name!r}: {n} alerts exceed the rule's "
+                        f"limit of {rule.limit}; its alerts are left unchanged"
+                    )
+            if isinstance(result, str):
+                errors += 1
+                self.last_errors[rule.name] = result
+                self.metrics.rule_evaluations.labels(rule.name, "error").inc()
+                records.append(Record("evaluation_failed", rule=rule.name, message=result))
+                continue
+            self.last_errors.pop(rule.name, None)
+            self.metrics.rule_evaluations.labels(rule.name, "ok").inc()
+            keep, trans, dropped = step_rule(rule, result, self.state.of_rule(rule.name), now)
+            for iid in dropped:
+                self.state.instances.pop(iid, None)
+            new = [i for i in keep if i.id not in self.state.instances]
+            admitted, evicted = self.state.room_for(len(new))
+            self.metrics.evicted.inc(len(evicted))
+            if len(new) > admitted:
+                refused[rule.name] = len(new) - admitted
+            gone = {i.id for i in new[admitted:]}
+            for inst in keep:
+                if inst.id not in gone:
+                    self.state.instances[inst.id] = inst
+            transitions.extend(t for t in trans if t.instance.id not in gone)
+        if refused:
+            total = sum(refused.values())
+            self.metrics.refused.inc(total)
+            for name, n in refused.items():
+                self.last_errors[name] = (
+                    f"cannot track {n} new alerts of rule {name!r}: {self.state.max_alerts} alerts "
+                    "are in memory (alerting.max_alerts / ALERTS_MAX_ALERTS)"
+                )
+            log.error(
+                "refused %d new alert instances (max_alerts=%d reached): %s", total, self.state.max_alerts,
+                ", ".join(f"{k}={v}" for k, v in sorted(refused.items())),
+            )  # fmt: skip
+        transitions.extend(self._retire(now, {r.name for r in enabled}))
+        for sid, silence in list(self.state.silences.items()):
+            if now - silence["ends_at_ns"] > SILENCE_RETENTION_S * _NS:
+                del self.state.silences[sid]
+        for inst in self.state.instances.values():
+            inst.silenced_by = silencing(self.state.silences, inst.effective_labels(), now)
+        for inst in self.state.evict():
+            self.metrics.evicted.inc()
+            log.debug("evicted resolved alert %s (%s)", inst.id, inst.rule)
+        records.extend(_transition_record(t, now) for t in transitions)
+        jobs = self.notifier.plan(now, {n: r for n, (r, _) in self.rules.items()})
+        await self._persist(records, now)
+        counts = {"rules": len(evaluated), "errors": errors, "transitions": len(transitions),
+                  "refused": sum(refused.values())}  # fmt: skip
+        return counts, jobs, len(records)
 
     def _retire(self, now: int, live: set[str]) -> list[Transition]:
         """Instances of rules deleted or disabled: pending ones go, firing ones resolve."""
@@ -299,11 +354,8 @@ class AlertService:
 
     def silences(self) -> list[dict[str, Any]]:
         now = self.now_ns()
-        return [
-            {**s, "state": silence_state(s, now), "starts_at": s["starts_at_ns"] / _NS,
-             "ends_at": s["ends_at_ns"] / _NS}
-            for s in sorted(self.state.silences.values(), key=lambda s: s["created_at_ns"])
-        ]  # fmt: skip
+        ordered = sorted(self.state.silences.values(), key=lambda s: s["created_at_ns"])
+        return [_silence_api(s, now) for s in ordered]
 
     async def add_silence(self, doc: Any) -> dict[str, Any]:
         async with self._lock:
@@ -318,7 +370,7 @@ class AlertService:
                 inst.silenced_by = silencing(self.state.silences, inst.effective_labels(), now)
             await self._persist([Record("silence_created", message=", ".join(silence["matchers"]),
                                         actor=silence["created_by"])], now)  # fmt: skip
-            return {**silence, "state": silence_state(silence, now)}
+            return _silence_api(silence, now)
 
     async def delete_silence(self, sid: str) -> None:
         async with self._lock:
@@ -344,11 +396,24 @@ class AlertService:
         return {**rule.to_dict(), "source": source, "last_error": self.last_errors.get(name)}
 
     async def put_rule(self, doc: Any, *, name: str | None = None, create: bool = False) -> dict[str, Any]:
-        """Create (``create``: refuse an existing name) or replace a rule; persisted before answering."""
-        rule = parse_rule(doc)
-        if name is not None and rule.name != name:
-            raise InvalidRule(rule.name, "name", f"differs from the rule named in the path ({name!r})")
+        """Create (``create``: refuse an existing name) or replace a rule; persisted before answering.
+
+        With ``name`` (``PUT /api/v1/rules/{name}``) the name comes from the path; a document
+        without ``kind`` is a partial update merged into the existing rule (``{"enabled": false}``),
+        a document with ``kind`` replaces the rule whole.
+        """
+        if name is not None and isinstance(doc, dict):
+            if doc.get("name", name) != name:
+                raise InvalidRule(
+                    str(doc["name"]), "name", f"differs from the rule named in the path ({name!r})"
+                )
+            doc = {**doc, "name": name}
         async with self._lock:
+            if name is not None and isinstance(doc, dict) and "kind" not in doc:
+                if name not in self.rules:
+                    raise InvalidRule(name, "kind", "is required: there is no rule of this name to update")
+                doc = {**self.rules[name][0].to_dict(), **doc}
+            rule = parse_rule(doc)
             if create and rule.name in self.rules:
                 raise InvalidRule(rule.name, "name", "is taken: use PUT /api/v1/rules/{name} to replace it")
             if rule.name not in self.rules and len(self.rules) >= MAX_RULES:
@@ -373,6 +438,11 @@ class AlertService:
             s: sum(i.state == s for i in self.state.instances.values()) for s in ("pending", "firing")
         }
         return out
+
+
+def _silence_api(s: dict[str, Any], now: int) -> dict[str, Any]:
+    return {**s, "state": silence_state(s, now), "starts_at": s["starts_at_ns"] / _NS,
+            "ends_at": s["ends_at_ns"] / _NS}  # fmt: skip
 
 
 def _transition_record(t: Transition, now: int) -> Record:

@@ -3,7 +3,9 @@
 Who calls it: the silence API (:mod:`server.routes.alerts`) creates them, the notifier asks
 :func:`silencing` which active silences cover an alert. In: a JSON document
 ``{"matchers": [...], "starts_at"?, "ends_at" | "duration", "created_by", "comment"}``
-(matchers as in :mod:`server.alerting.matchers`; times as epoch seconds or RFC 3339). Out: the
+(matchers as in :mod:`server.alerting.matchers`; times as epoch seconds or RFC 3339), or
+Alertmanager's shape (``matchers: [{name, value, isRegex, isEqual}]``, ``startsAt``,
+``endsAt``, ``createdBy``, ``comment``). Out: the
 stored silence (a plain dict in :attr:`AlertState.silences`, so it persists with the state).
 Silences are evaluated against the engine's clock; an expired one stays listed (``state:
 "expired"``) until deleted, or for a day after its end (``SILENCE_RETENTION_S``); at
@@ -43,6 +45,23 @@ def _time_ns(raw: Any, key: str) -> int:
     raise InvalidInput(f"cannot create silence: {key} must be epoch seconds or RFC 3339, got {raw!r}")
 
 
+#: Alertmanager's ``POST /api/v2/silences`` keys and ours.
+_AM_KEYS = {"startsAt": "starts_at", "endsAt": "ends_at", "createdBy": "created_by"}
+
+
+def _from_alertmanager(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Alertmanager's silence shape (``startsAt``, ``endsAt``, ``createdBy``) in ours."""
+    if not any(k in doc for k in _AM_KEYS):
+        return doc
+    out = dict(doc)
+    for am, ours in _AM_KEYS.items():
+        if am in out:
+            if ours in out:
+                raise InvalidInput(f"cannot create silence: give {am} or {ours}, not both")
+            out[ours] = out.pop(am)
+    return out
+
+
 def parse_silence(doc: Any, now_ns: int) -> dict[str, Any]:
     """Validate a silence document; returns the stored form (with a new ``id``).
 
@@ -51,6 +70,7 @@ def parse_silence(doc: Any, now_ns: int) -> dict[str, Any]:
     """
     if not isinstance(doc, Mapping):
         raise InvalidInput("cannot create silence: expected a JSON object")
+    doc = _from_alertmanager(doc)
     unknown = set(doc) - {"matchers", "starts_at", "ends_at", "duration", "created_by", "comment"}
     if unknown:
         raise InvalidInput(f"cannot create silence: unknown keys {sorted(unknown)}")

@@ -175,7 +175,8 @@ class AlertState:
 
     Args:
         path: the state file (``<data>/_alerting/state.json``).
-        max_alerts: instances kept in memory; beyond it resolved instances go, oldest first.
+        max_alerts: instances kept in memory (all states); to make room resolved instances go,
+            oldest first, and when none is left new instances are refused (:meth:`room_for`).
     """
 
     def __init__(self, path: Path, max_alerts: int = 10_000) -> None:
@@ -194,9 +195,9 @@ class AlertState:
     def of_rule(self, rule: str) -> dict[str, Instance]:
         return {i.id: i for i in self.instances.values() if i.rule == rule}
 
-    def evict(self) -> list[Instance]:
-        """Drop resolved instances, oldest first, until at most ``max_alerts`` remain."""
-        over = len(self.instances) - self.max_alerts
+    def evict(self, extra: int = 0) -> list[Instance]:
+        """Drop resolved instances, oldest first, until at most ``max_alerts - extra`` remain."""
+        over = len(self.instances) + extra - self.max_alerts
         if over <= 0:
             return []
         resolved = sorted(
@@ -206,6 +207,19 @@ class AlertState:
         for inst in gone:
             del self.instances[inst.id]
         return gone
+
+    def room_for(self, n: int) -> tuple[int, list[Instance]]:
+        """How many of ``n`` new instances fit under ``max_alerts``, and the resolved ones evicted
+        (oldest first) to make room.
+
+        Pending and firing instances are never evicted to make room: past the bound, new
+        instances are refused (the caller counts and reports them), so memory and the state
+        file stay bounded whatever a rule returns.
+        """
+        if n <= 0:
+            return 0, []
+        gone = self.evict(extra=n)
+        return max(0, min(n, self.max_alerts - len(self.instances))), gone
 
     def to_json(self) -> bytes:
         return orjson.dumps(

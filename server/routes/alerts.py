@@ -2,15 +2,17 @@
 
 * ``GET /api/v1/rules``, ``GET /api/v1/rules/{name}`` (admin) — rules with ``source``
   (default/file/api) and the last evaluation error;
-* ``POST /api/v1/rules`` (create), ``PUT /api/v1/rules/{name}`` (create or replace),
+* ``POST /api/v1/rules`` (create), ``PUT /api/v1/rules/{name}`` (create or replace; a body
+  without ``kind`` is merged into the existing rule, e.g. ``{"enabled": false}``),
   ``DELETE /api/v1/rules/{name}`` (admin) — persisted; a bad rule is a 400 naming the rule and
   the field; the body is JSON, or YAML with ``Content-Type: application/yaml``;
 * ``POST /api/v1/rules/evaluate`` (admin) — one evaluation round now, its counts as the answer;
 * ``GET /api/v1/alerts[?state=firing]`` (read), ``GET /api/v1/alerts/{id}`` (read);
 * ``POST /api/v1/alerts/{id}/ack`` (write) — ``{"by": "alice", "comment": "on it"}``;
-* ``GET /api/v1/silences`` (read), ``POST /api/v1/silences`` (write),
+* ``GET /api/v1/silences`` (read), ``POST /api/v1/silences`` (write; ours or Alertmanager's shape),
   ``DELETE /api/v1/silences/{id}`` (write);
-* ``GET /api/v1/alerts/history?rule=&instance=&event=&channel=&since=3600&limit=100`` and
+* ``GET /api/v1/alerts/history?rule=&instance=&event=&channel=&since=3600&limit=100`` (or
+  ``start=``/``end=`` as epoch seconds or RFC 3339 instead of ``since``) and
   ``GET /api/v1/alerts/stats?since=604800`` (read; ``since`` in seconds back from now).
 
 Handlers parse and answer; the work is :class:`server.alerting.service.AlertService`'s.
@@ -18,6 +20,7 @@ Handlers parse and answer; the work is :class:`server.alerting.service.AlertServ
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import orjson
@@ -66,6 +69,24 @@ def _seconds(request: web.Request, key: str, default: float) -> float:
     if value < 0:
         raise InvalidInput(f"cannot read query parameter {key}={raw!r}: must be >= 0")
     return value
+
+
+def _time_ns(request: web.Request, key: str) -> int:
+    """A query parameter as epoch seconds or RFC 3339 (``2026-11-27T10:00:00Z``)."""
+    raw = request.query[key]
+    try:
+        return int(float(raw) * _NS)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"cannot read query parameter {key}={raw!r}: not epoch seconds or an RFC 3339 time"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * _NS)
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -136,14 +157,22 @@ async def ack_alert(request: web.Request) -> web.StreamResponse:
 @requires("read")
 async def history(request: web.Request) -> web.StreamResponse:
     service = request.app[ALERTING_KEY]
-    since_ns = service.now_ns() - int(_seconds(request, "since", 86400.0) * _NS)
+    now_ns = service.now_ns()
+    since_ns = now_ns - int(_seconds(request, "since", 86400.0) * _NS)
+    if "start" in request.query:
+        since_ns = _time_ns(request, "start")
+    until_ns = _time_ns(request, "end") if "end" in request.query else None
+    if until_ns is not None and until_ns < since_ns:
+        raise InvalidInput("cannot read alert history: end is before start")
     raw_limit = request.query.get("limit", "1000")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_HISTORY_ROWS:
         raise InvalidInput(f"cannot read query parameter limit={raw_limit!r}: must be 1..{_MAX_HISTORY_ROWS}")
     limit = int(raw_limit)
-    filters = {k: v for k, v in request.query.items() if k not in ("since", "limit")}
+    filters = {k: v for k, v in request.query.items() if k not in ("since", "start", "end", "limit")}
     rows = await run_blocking(
-        request, "query", lambda: service.history.query(since_ns=since_ns, filters=filters, limit=limit)
+        request,
+        "query",
+        lambda: service.history.query(since_ns=since_ns, until_ns=until_ns, filters=filters, limit=limit),
     )
     return _json({"history": rows})
 

@@ -3,6 +3,7 @@ empty server, the rules file, history and statistics, metrics, the scheduler tas
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,84 @@ async def test_a_failing_rule_does_not_stop_the_others(make_client: Make, clock:
     assert "cannot evaluate rule 'broken'" in rule["last_error"]
     metrics = await (await client.get("/metrics")).text()
     assert 'tsengine_alert_rule_evaluations_total{rule="broken",result="error"} 1' in metrics
+
+
+async def test_invalid_rules_refused_at_the_api(make_client: Make) -> None:
+    client = await make_client(config(default_rules=False))
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"name": "s", "kind": "sql", "sql": "delete from spans"}, "sql", "DELETE"),
+        ({"name": "s", "kind": "sql", "sql": "select * from read_csv('/etc/passwd')"}, "sql", "read_csv"),
+        ({**HOT, "where": {"a": "=~("}}, "where", "invalid regex"),
+        ({**HOT, "group_by": ["a b"]}, "group_by", "'a b'"),
+    ]
+    for doc, field, needle in cases:
+        resp = await client.post("/api/v1/rules", json=doc, headers=ADMIN)
+        body = await assert_error(resp, 400, "InvalidRule", f"cannot load rule {doc['name']!r}", needle)
+        assert body["field"] == field
+    assert (await (await client.get("/api/v1/rules", headers=ADMIN)).json())["rules"] == []
+
+
+async def test_partial_put_alertmanager_silences_history_filters(
+    make_client: Make, clock: ManualClock
+) -> None:
+    client = await make_client(config())  # with the default pack
+    t0 = clock.now_ns() / 1e9
+    resp = await client.put("/api/v1/rules/high_error_rate", json={"enabled": False}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    rule = await resp.json()
+    assert rule["enabled"] is False and rule["source"] == "api" and rule["kind"] == "ratio"
+    clock.advance(60)
+    resp = await client.put("/api/v1/rules/high_response_time", json={"for": "10m"}, headers=ADMIN)
+    assert (await resp.json())["for"] == "10m"
+    await assert_error(
+        await client.put("/api/v1/rules/nope", json={"enabled": False}, headers=ADMIN),
+        400, "InvalidRule", "no rule of this name",
+    )  # fmt: skip
+    await assert_error(
+        await client.put("/api/v1/rules/high_response_time", json={"window": "5q"}, headers=ADMIN),
+        400, "InvalidRule", "'high_response_time'", "'window'",
+    )  # fmt: skip
+    # Alertmanager's silence shape (as amtool and Grafana send it)
+    clock.advance(60)
+    starts = "2030-01-01T00:00:00Z"
+    am = {
+        "matchers": [
+            {"name": "service", "value": "api|web", "isRegex": True, "isEqual": True},
+            {"name": "env", "value": "dev", "isRegex": False, "isEqual": False},
+        ],
+        "startsAt": starts,
+        "endsAt": "2030-01-01T02:00:00Z",
+        "createdBy": "dave",
+        "comment": "deploy",
+    }
+    resp = await client.post("/api/v1/silences", json=am, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    silence = await resp.json()
+    assert silence["matchers"] == ['service=~"api|web"', 'env!="dev"']
+    assert silence["created_by"] == "dave" and silence["state"] == "pending"
+    assert silence["ends_at"] - silence["starts_at"] == 7200
+    await assert_error(
+        await client.post("/api/v1/silences", json={**am, "ends_at": 1}, headers=ADMIN),
+        400, "InvalidInput", "endsAt or ends_at",
+    )  # fmt: skip
+    # history by time range, rule and limit
+    base = "/api/v1/alerts/history"
+
+    async def events(params: str) -> list[tuple[str, str]]:
+        body = await (await client.get(f"{base}?{params}", headers=ADMIN)).json()
+        return [(h["event"], h["rule"]) for h in body["history"]]
+
+    assert await events(f"start={t0}") == [
+        ("silence_created", ""), ("rule_changed", "high_response_time"), ("rule_changed", "high_error_rate"),
+    ]  # fmt: skip
+    assert await events(f"start={t0 + 30}&end={t0 + 90}") == [("rule_changed", "high_response_time")]
+    assert await events(f"start={t0}&rule=high_error_rate") == [("rule_changed", "high_error_rate")]
+    assert await events(f"start={t0}&limit=1") == [("silence_created", "")]
+    iso_end = dt.datetime.fromtimestamp(t0 + 30, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert await events(f"start={t0}&end={iso_end}") == [("rule_changed", "high_error_rate")]
+    await assert_error(
+        await client.get(f"{base}?start=yesterday", headers=ADMIN), 400, "InvalidInput", "start"
+    )
+    await assert_error(
+        await client.get(f"{base}?start={t0 + 10}&end={t0}", headers=ADMIN), 400, "InvalidInput", "before"
+    )

@@ -8,6 +8,7 @@ import pytest
 
 from server.alerting import parse_rule
 from server.alerting.evaluator import Sample, evaluate_rule
+from server.alerting.rules import Rule
 from server.alerting.state import step_rule
 from tsengine.clock import ManualClock
 from tsengine.errors import InvalidInput, QueryError, SandboxViolation
@@ -108,8 +109,10 @@ def test_sql_rule_errors(engine: Any, clock: ManualClock) -> None:
         evaluate_rule(
             engine, parse_rule({"name": "s", "kind": "sql", "sql": "SELECT nope AS value FROM disk"}), 0
         )
+    # refused when loaded (tests/unit/alerting/test_rules.py); the sandbox still guards evaluation
+    rule = Rule(name="s", kind="sql", sql="DROP TABLE disk", op=None)
     with pytest.raises(SandboxViolation):
-        evaluate_rule(engine, parse_rule({"name": "s", "kind": "sql", "sql": "DROP TABLE disk"}), 0)
+        evaluate_rule(engine, rule, 0)
 
 
 def test_anomaly_zscore_and_ewma(engine: Any, clock: ManualClock) -> None:

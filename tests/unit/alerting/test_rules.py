@@ -209,3 +209,47 @@ def test_cli_rules_check(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> N
     assert "ok, 1 rules (threshold)" in capsys.readouterr().out
     assert main(["rules", "check", str(good), str(bad)], environ={}) == 1
     assert "cannot load rule 'hot': field 'window'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "reason"),
+    [
+        ({"kind": "sql", "sql": "delete from spans", "table": None}, "sql", "DELETE"),
+        ({"kind": "sql", "sql": "select * from read_csv('/etc/passwd')", "table": None}, "sql", "read_csv"),
+        ({"kind": "sql", "sql": "select 1 as value; select 2 as value", "table": None}, "sql", "sandbox"),
+        ({"expr": "value + (select count(*) from read_parquet('x'))"}, "expr", "read_parquet"),
+        ({"where": {"a": "=~("}}, "where", "invalid regex"),
+        ({"where": {"time": "x"}}, "where.time", "time column"),
+        ({"group_by": ["a b"]}, "group_by", "'a b' is not a valid label name"),
+        ({"group_by": ["__tsx"]}, "group_by", "reserved"),
+        ({"limit": -1}, "limit", ">= 0"),
+        ({"limit": 2.5}, "limit", "integer"),
+    ],
+)
+def test_rules_that_would_fail_every_evaluation_are_refused(
+    changes: dict[str, Any], field: str, reason: str
+) -> None:
+    doc = {k: v for k, v in {**BASE, **changes}.items() if v is not None}
+    if doc["kind"] == "sql":
+        doc.pop("threshold")
+    with pytest.raises(InvalidRule, match=reason) as info:
+        parse_rule(doc)
+    assert info.value.name == "hot" and info.value.field == field
+
+
+def test_ratio_and_absence_selectors_are_checked_too() -> None:
+    ratio = {
+        "name": "r",
+        "kind": "ratio",
+        "threshold": 0.1,
+        "numerator": {"table": "t", "where": {"status": "=~5(("}},
+        "denominator": {"table": "t"},
+    }
+    with pytest.raises(InvalidRule, match="invalid regex") as info:
+        parse_rule(ratio)
+    assert info.value.field == "numerator.where"
+    with pytest.raises(InvalidRule, match="invalid regex"):
+        parse_rule({"name": "a", "kind": "absence", "table": "t", "where": {"x": "!~["}})
+    # a read-only query over a table that does not exist yet is fine: nothing runs at load
+    assert parse_rule({"name": "s", "kind": "sql", "sql": "SELECT 1.0 AS value FROM later"}).limit == 0
+    assert parse_rule({**BASE, "limit": 5}).to_dict()["limit"] == 5

@@ -97,6 +97,18 @@ def test_eviction_drops_resolved_oldest_first() -> None:
     assert sorted(state.instances) == ["id0", "id2", "id4"]  # over the bound, but firing: kept
 
 
+def test_room_for_new_instances_evicts_resolved_then_refuses() -> None:
+    state = AlertState(Path("/nonexistent/state.json"), max_alerts=4)
+    state.instances = {"id0": _inst(0, "firing"), "id1": _inst(1, "resolved", resolved_at=5)}
+    assert state.room_for(0) == (0, [])
+    fits, gone = state.room_for(2)
+    assert fits == 2 and gone == []  # 2 + 2 = 4: nothing to evict
+    fits, gone = state.room_for(3)
+    assert fits == 3 and [i.id for i in gone] == ["id1"]  # the resolved one makes room
+    state.instances.update({f"new{i}": _inst(10 + i, "pending") for i in range(3)})
+    assert state.room_for(5) == (0, [])  # full of pending and firing: every new one is refused
+
+
 def test_silence_documents() -> None:
     now = 1_700_000_000 * S
     s = parse_silence(
