@@ -33,6 +33,45 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
+#: OTLP/HTTP routes: their 4xx/5xx bodies are a ``google.rpc.Status`` in the request's encoding
+#: (protobuf, or JSON for JSON requests), as the OTLP/HTTP specification requires.
+OTLP_ROUTES = frozenset({"/v1/metrics", "/v1/traces", "/v1/logs"})
+# HTTP status → gRPC status code (google.rpc.Code) for the Status body.
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def otlp_status(response: web.Response, request: web.Request) -> web.Response:
+    """``response`` (a JSON error) re-encoded as the ``google.rpc.Status`` OTLP/HTTP expects."""
+    try:
+        message = str(orjson.loads(response.body).get("message", ""))  # type: ignore[arg-type]
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        message = response.reason or ""
+    code = _GRPC_CODES.get(response.status, 13 if response.status >= 500 else 3)
+    headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
+    if request.content_type == "application/json":
+        body = orjson.dumps({"code": code, "message": message})
+        content_type = "application/json"
+    else:
+        text = message.encode()
+        body = b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+        content_type = "application/x-protobuf"
+    out = web.Response(status=response.status, body=body, content_type=content_type, headers=headers)
+    if response.keep_alive is False:
+        out.force_close()
+    return out
+
 
 class BodyTooLarge(LimitExceeded):
     """A request body, as sent or once decompressed, is larger than the server takes (HTTP 413)."""
@@ -96,6 +135,8 @@ async def boundary_middleware(request: web.Request, handler: Handler) -> web.Str
             ),
             content_type="application/json",
         )
+    if response.status >= 400 and route in OTLP_ROUTES and isinstance(response, web.Response):
+        response = otlp_status(response, request)
     metrics = request.app[METRICS_KEY]
     method = request.method if request.method in _METHODS else "other"  # any token is a method
     metrics.http_requests.labels(route, method, str(response.status)).inc()

@@ -5,8 +5,9 @@
   the append-only ``spans`` table in one engine call, then offered to stream subscribers. 200
   with an ``ExportTraceServiceResponse`` in the request's encoding, ``partial_success`` naming
   the rejected spans; an undecodable body → 400; overload → 429/503 with Retry-After.
-* ``GET /api/v1/traces/{trace_id}`` (read) — the span tree (:mod:`server.tracing.tree`); 404
-  when no span has that id.
+* ``GET /api/v1/traces/{trace_id}?start=&end=`` (read) — the span tree (:mod:`server.tracing.tree`);
+  404 when no span has that id. ``start``/``end`` (optional, as Tempo's) bound the spans' start
+  times, which prunes files; without them every stored span of the trace is read.
 * ``GET /api/v1/traces?service=&operation=&min_duration=&max_duration=&error=&start=&end=&limit=``
   (read) — one row per trace, newest first (:func:`server.tracing.queries.search_traces`).
 * ``GET /api/v1/services/dependencies?start=&end=`` (read) — caller → callee edges.
@@ -29,9 +30,9 @@ from server.ingest import ingest
 from server.keys import CONFIG_KEY, ENGINE_KEY, METRICS_KEY, TRACE_DECODER_KEY, TRACE_HUB_KEY, run_blocking
 from server.tracing import queries
 from server.tracing.hub import SpanFilter
-from server.tracing.params import parse_bool, parse_duration_ns, parse_limit, time_range
+from server.tracing.params import parse_bool, parse_duration_ns, parse_limit, parse_time_ns, time_range
 from server.tracing.tree import build_tree
-from tsengine.errors import NotFound
+from tsengine.errors import InvalidInput, NotFound
 from tsengine.model import TableBatch, validate_db
 from tsengine.protocols import otlp_traces
 
@@ -96,11 +97,17 @@ async def export(request: web.Request) -> web.StreamResponse:
 async def get_trace(request: web.Request) -> web.StreamResponse:
     trace_id = request.match_info["trace_id"].lower()
     db = _db(request)
+    q = request.query
+    start = parse_time_ns("start", q["start"]) if q.get("start") else None
+    end = parse_time_ns("end", q["end"]) if q.get("end") else None
+    if start is not None and end is not None and start > end:
+        raise InvalidInput(f"cannot find trace {trace_id}: start {start} is after end {end}")
     rows, truncated = await run_blocking(
-        request, "query", queries.trace_spans, request.app[ENGINE_KEY], db, trace_id
+        request, "query", queries.trace_spans, request.app[ENGINE_KEY], db, trace_id, start, end
     )
     if not rows:
-        raise NotFound(f"cannot find trace {trace_id}: no span of it is stored in database {db!r}")
+        where = "" if start is None and end is None else " starting in the start/end window"
+        raise NotFound(f"cannot find trace {trace_id}: no span of it is stored in database {db!r}{where}")
     return _json(build_tree(trace_id, rows, truncated=truncated))
 
 

@@ -13,6 +13,9 @@ whose exception (type and message) none of its erroring children recorded — it
 own, not (only) because a call it made failed. Spans whose parent is not in the trace (lost or
 not yet exported) are roots too, flagged ``parent_missing``.
 
+**A span id counts once**: rows repeating an earlier row's ``span_id`` (an export stored twice)
+are dropped before anything is counted or linked.
+
 Pure, CPU-bound, linear in the number of spans; no recursion.
 """
 
@@ -55,7 +58,11 @@ def _is_origin(span: dict[str, Any], children: list[dict[str, Any]]) -> bool:
 
 def build_tree(trace_id: str, rows: list[dict[str, Any]], *, truncated: bool = False) -> dict[str, Any]:
     """The tree of one trace's spans (``rows`` in start order); see the module docstring."""
-    by_id = {r["span_id"]: r for r in rows}
+    by_id: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        by_id.setdefault(r["span_id"], r)
+    if len(by_id) < len(rows):  # copies of a span: keep the first
+        rows = list(by_id.values())
     children: dict[str, list[dict[str, Any]]] = {}
     roots: list[dict[str, Any]] = []
     for r in rows:
@@ -79,7 +86,7 @@ def build_tree(trace_id: str, rows: list[dict[str, Any]], *, truncated: bool = F
             stack.append((rest[0], 0))
         span, depth = stack.pop()
         sid = span["span_id"]
-        if sid in seen:  # a duplicated span id: show it once
+        if sid in seen:  # reached twice through a parent cycle
             continue
         seen.add(sid)
         kids = children.get(sid, [])

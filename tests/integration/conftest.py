@@ -177,6 +177,34 @@ async def query(client: TestClient, sql: str, *, token: str | None = None) -> li
     return body["rows"]
 
 
+def otlp_error_message(body: bytes, content_type: str) -> str:
+    """The message of an OTLP route's error body (``/v1/metrics``, ``/v1/traces``, ``/v1/logs``).
+
+    ``content_type`` is the *response's*. Reads both the server's JSON error (``{"error",
+    "message", ...}``) and the OTLP specification's ``google.rpc.Status`` — protobuf when the
+    response is protobuf, ``{"code", "message"}`` when it is JSON — so tests hold across the switch.
+    """
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type in ("application/x-protobuf", "application/protobuf"):
+        from google.rpc import status_pb2
+
+        return str(status_pb2.Status.FromString(body).message)
+    import orjson
+
+    return str(orjson.loads(body)["message"])
+
+
+async def assert_otlp_error(resp: Any, status: int, *needles: str) -> str:
+    """Check an OTLP route's error status and that its message (either form) contains each needle."""
+    body = await resp.read()
+    assert resp.status == status, body
+    message = otlp_error_message(body, resp.headers.get("Content-Type", ""))
+    for needle in needles:
+        assert needle in message, message
+    assert "Traceback" not in message
+    return message
+
+
 async def assert_error(resp: Any, status: int, error: str, *needles: str) -> dict[str, Any]:
     """Check status, JSON error name and that the message contains each needle."""
     body = await resp.json()
@@ -217,6 +245,7 @@ class LiveServer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-server", daemon=True)
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None)
         self.port = 0
+        self.last_content_type = ""  # of the last answer to post()
 
     def start(self) -> None:
         self._thread.start()
@@ -238,6 +267,7 @@ class LiveServer:
         try:
             conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()
+            self.last_content_type = resp.getheader("Content-Type", "")
             return resp.status, resp.read()
         finally:
             conn.close()

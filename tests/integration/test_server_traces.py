@@ -26,13 +26,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1 import common_pb2
 
-from server import ServerConfig
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     READ_TOKEN,
-    TOKENS,
     WRITE_TOKEN,
     assert_error,
+    assert_otlp_error,
+    bearer,
     engine_of,
     query,
 )
@@ -229,6 +229,69 @@ async def test_dependencies(loaded: Any) -> None:
     assert empty["edges"] == []
 
 
+async def trace_answers(client: Any, db: str) -> tuple[Any, Any, Any]:
+    """(tree of TRACE_1, search, dependencies) of a database."""
+    answers = []
+    for url in (
+        f"/api/v1/traces/{TRACE_1}?db={db}",
+        f"/api/v1/traces?{WINDOW}&db={db}",
+        f"/api/v1/services/dependencies?{WINDOW}&db={db}",
+    ):
+        resp = await client.get(url)
+        body = await resp.json()
+        assert resp.status == 200, body
+        answers.append(body)
+    return answers[0], answers[1]["traces"], answers[2]["edges"]
+
+
+async def test_a_retried_export_counts_once(make_client: Any) -> None:
+    """The same request stored twice (an SDK retry after a lost answer) answers as if stored once."""
+    client = await make_client()
+    body = crafted_request().SerializeToString()
+    assert (await post(client, body, PROTOBUF, db="once")).status == 200
+    for _ in range(2):
+        assert (await post(client, body, PROTOBUF, db="twice")).status == 200
+        await asyncio.to_thread(engine_of(client).flush)  # one copy in Parquet, one in memory...
+    once = await trace_answers(client, "once")
+    tree, traces, edges = once
+    assert (tree["span_count"], tree["error_count"], len(tree["spans"])) == (6, 5, 6)
+    assert [(t["span_count"], t["error_count"]) for t in traces] == [(3, 0), (6, 5)]
+    assert [(e["caller"], e["callee"], e["calls"], e["errors"]) for e in edges] == [
+        ("A", "B", 2, 1),
+        ("B", "C", 1, 1),
+    ]
+    assert await query(client, "SELECT count(*) FROM twice.spans") == [[2 * len(SPANS)]]  # both stored
+    assert await trace_answers(client, "twice") == once
+    await asyncio.to_thread(engine_of(client).compact)  # ...then both in one file
+    assert await trace_answers(client, "twice") == once
+    # A third copy over JSON, in the ring buffer: still once.
+    assert (await post(client, otlp_json(crafted_request()), JSON, db="twice")).status == 200
+    assert await trace_answers(client, "twice") == once
+
+
+async def test_trace_lookup_in_a_window(loaded: Any) -> None:
+    async def lookup(params: str) -> Any:
+        return await loaded.get(f"/api/v1/traces/{TRACE_1}?{params}")
+
+    resp = await lookup(f"start={T0}&end={T0 + 100 * MS}")
+    assert resp.status == 200
+    assert (await resp.json())["span_count"] == 6
+    tree = await (await lookup("start=2023-11-14T22:13:20Z")).json()  # T0 in RFC 3339, no end
+    assert tree["span_count"] == 6
+    tree = await (await lookup(f"end={T0 + 12 * MS}")).json()  # spans starting by 12 ms
+    assert [s["span_id"] for s in tree["spans"]] == [
+        "a000000000000001",
+        "a000000000000002",
+        "b000000000000001",
+    ]
+    resp = await lookup(f"start={T0 + 1000 * MS}")
+    await assert_error(resp, 404, "NotFound", "cannot find trace", "start/end window")
+    resp = await lookup(f"start={T0 + 1}&end={T0}")
+    await assert_error(resp, 400, "InvalidInput", "is after end")
+    resp = await lookup("end=later")
+    await assert_error(resp, 400, "InvalidInput", "'end'")
+
+
 async def test_json_and_protobuf_give_the_same_rows(make_client: Any) -> None:
     client = await make_client()
     request = crafted_request()
@@ -270,44 +333,63 @@ async def test_partial_success_and_bad_bodies(make_client: Any) -> None:
     assert await query(client, "SELECT span_id FROM spans") == [["a000000000000001"]]
 
     resp = await post(client, b"\x0a\xff\xff", PROTOBUF)
-    await assert_error(resp, 400, "ParseError", "cannot decode OTLP traces")
+    await assert_otlp_error(resp, 400, "cannot decode OTLP traces")
     resp = await post(client, b"{", JSON)
-    await assert_error(resp, 400, "ParseError", "cannot decode OTLP traces JSON")
+    await assert_otlp_error(resp, 400, "cannot decode OTLP traces JSON")
+    resp = await post(client, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":7}]}]}]}', JSON)
+    await assert_otlp_error(resp, 400, "cannot decode OTLP traces JSON")
     resp = await post(client, b"", {"Content-Type": "text/plain"})
-    await assert_error(resp, 415, "UnsupportedMediaType", "OTLP traces")
+    await assert_otlp_error(resp, 415, "OTLP traces")
     # Nothing valid at all: still a 200 (the spec's partial success), nothing written.
     resp = await post(client, ExportTraceServiceRequest().SerializeToString(), PROTOBUF)
     assert resp.status == 200 and await resp.read() == b""
 
 
+async def test_json_bad_ids_and_times_are_rejected_span_by_span(make_client: Any) -> None:
+    """A non-hex id, a short id and a bad time in OTLP/JSON: each span alone, as in protobuf."""
+    client = await make_client()
+    doc = orjson.loads(otlp_json(crafted_request(SPANS[:5])))
+    spans = [span for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
+    spans[0]["spanId"] = "not hex!"  # A's two spans: resource_spans[0]
+    spans[1]["traceId"] = "0af7"
+    spans[3]["startTimeUnixNano"] = "soon"  # B's second span: resource_spans[1].scope_spans[0].spans[1]
+    resp = await post(client, orjson.dumps(doc), JSON)
+    assert resp.status == 200, await resp.text()
+    answer = (await resp.json())["partialSuccess"]
+    assert int(answer["rejectedSpans"]) == 3
+    assert answer["errorMessage"] == (
+        "rejected 3 span(s): resource_spans[0].scope_spans[0].spans[0]: spanId 'not hex!' is not hex; "
+        "resource_spans[0].scope_spans[0].spans[1]: trace_id has 2 bytes, expected 16; "
+        "resource_spans[1].scope_spans[0].spans[1]: "
+        "startTimeUnixNano 'soon' is not an unsigned 64-bit integer"
+    )
+    rows = await query(client, "SELECT span_id FROM spans ORDER BY span_id")
+    assert rows == [["b000000000000001"], ["b000000000000003"]]
+
+
 async def test_overload_answers_429_with_retry_after(make_client: Any) -> None:
     client = await make_client(max_buffer_bytes=1)
     resp = await post(client, crafted_request().SerializeToString(), PROTOBUF)
-    body = await assert_error(resp, 429, "Overloaded", "write buffers are full")
-    assert body["retry_after_s"] > 0
+    await assert_otlp_error(resp, 429, "write buffers are full")
     assert int(resp.headers["Retry-After"]) >= 1
 
 
-async def test_scopes(make_client: Any) -> None:
-    client = await make_client(ServerConfig(port=0, tokens=TOKENS))
+async def test_scopes(auth_client: Any) -> None:
+    client = auth_client
     body = crafted_request().SerializeToString()
-    resp = await client.post(
-        "/v1/traces", data=body, headers={**PROTOBUF, "Authorization": f"Bearer {READ_TOKEN}"}
-    )
+    resp = await client.post("/v1/traces", data=body, headers={**PROTOBUF, **bearer(READ_TOKEN)})
     assert resp.status == 403
-    resp = await client.post(
-        "/v1/traces", data=body, headers={**PROTOBUF, "Authorization": f"Bearer {WRITE_TOKEN}"}
-    )
+    resp = await client.post("/v1/traces", data=body, headers={**PROTOBUF, **bearer(WRITE_TOKEN)})
     assert resp.status == 200
-    resp = await client.get(f"/api/v1/traces/{TRACE_1}", headers={"Authorization": f"Bearer {WRITE_TOKEN}"})
+    resp = await client.get(f"/api/v1/traces/{TRACE_1}", headers=bearer(WRITE_TOKEN))
     assert resp.status == 403
-    resp = await client.get(f"/api/v1/traces/{TRACE_1}", headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    resp = await client.get(f"/api/v1/traces/{TRACE_1}", headers=bearer(READ_TOKEN))
     assert resp.status == 200
 
 
 @pytest.mark.peer
-async def test_opentelemetry_sdk_spans_land_in_spans(make_client: Any) -> None:
-    client = await make_client(ServerConfig(port=0, tokens=TOKENS))
+async def test_opentelemetry_sdk_spans_land_in_spans(auth_client: Any) -> None:
+    client = auth_client
     endpoint = str(client.make_url("/v1/traces"))
 
     def trace_and_export() -> tuple[str, str]:
@@ -321,7 +403,7 @@ async def test_opentelemetry_sdk_spans_land_in_spans(make_client: Any) -> None:
 
         exporter = OTLPSpanExporter(
             endpoint=endpoint,
-            headers={"Authorization": f"Bearer {WRITE_TOKEN}"},
+            headers=bearer(WRITE_TOKEN),
             compression=Compression.Gzip,
         )
         provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
@@ -360,7 +442,7 @@ async def test_opentelemetry_sdk_spans_land_in_spans(make_client: Any) -> None:
         3,
         "cache miss",
     ]
-    resp = await client.get(f"/api/v1/traces/{trace_id}", headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    resp = await client.get(f"/api/v1/traces/{trace_id}", headers=bearer(READ_TOKEN))
     tree = await resp.json()
     assert tree["error_origins"] == [child_id]
 

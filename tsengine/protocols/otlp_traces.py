@@ -30,13 +30,20 @@ Errors: an undecodable body or an unsupported content type → :class:`~tsengine
 the wrong length or all zeros, a start time of 0 or past 2262, an end before its start, an
 unknown kind or status code, a service or name longer than ``max_tag_bytes`` — is *rejected*
 alone: it is counted in :attr:`SpanBatch.rejected` with its path (e.g.
-``resource_spans[0].scope_spans[1].spans[2]``) and reason, and every other span is kept.
+``resource_spans[0].scope_spans[1].spans[2]``) and reason, and every other span is kept. The
+same holds in both encodings: in OTLP/JSON a span (or one of its links) whose id is not a hex
+string, whose start, end or event time is not an unsigned 64-bit integer, or whose kind or status
+code is an unknown name is rejected alone too, where protobuf's own JSON parser would refuse the
+whole document (or quietly read an unknown enum name as 0). What is malformed beyond a span's ids,
+times and enums (not JSON, a list where an object belongs, a string where a number belongs...)
+leaves the document undecodable: 400.
 """
 
 from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +95,15 @@ _N_STATUSES = len(STATUSES)
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 _ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+_LINK_ID_KEYS = _ID_KEYS[:4]
+_SPAN_TIME_KEYS = ("startTimeUnixNano", "start_time_unix_nano", "endTimeUnixNano", "end_time_unix_nano")
+_EVENT_TIME_KEYS = ("timeUnixNano", "time_unix_nano")
+_MAX_UINT64 = 2**64 - 1
+_DIGITS = re.compile(r"[0-9]+")
+_KIND_NAMES = frozenset(f"SPAN_KIND_{k.upper()}" for k in KINDS)
+_STATUS_NAMES = frozenset(f"STATUS_CODE_{c.upper()}" for c in STATUSES)
+#: (resource_spans index, scope_spans index) → {span index: why the span cannot be stored}
+_Flagged = dict[tuple[int, int], dict[int, str]]
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,7 @@ def parse(
     Raises:
         ParseError: an undecodable body or an unsupported content type.
     """
-    request = _decode(body, content_type)
+    request, flagged = _decode(body, content_type)
     cols = _Columns(max_tag_bytes)
     for r, resource_spans in enumerate(request.resource_spans):
         resource = _attributes(resource_spans.resource.attributes)
@@ -143,7 +159,14 @@ def parse(
                     f"service {service[:40]!r}... is longer than {max_tag_bytes} bytes",
                 )
             else:
-                cols.add(scope_spans.spans, item, service, resource_json, scope_spans.scope.name or None)
+                cols.add(
+                    scope_spans.spans,
+                    item,
+                    service,
+                    resource_json,
+                    scope_spans.scope.name or None,
+                    flagged=flagged.get((r, s)),
+                )
     return SpanBatch(cols.build(db), cols.rejected, tuple(cols.reasons))
 
 
@@ -162,12 +185,13 @@ def encode_response(result: SpanBatch | None, content_type: str) -> bytes:
     return response.SerializeToString()
 
 
-def _decode(body: bytes, content_type: str) -> Any:
-    """The request as :data:`ExportTraceServiceRequestView` (span attributes left encoded)."""
+def _decode(body: bytes, content_type: str) -> tuple[Any, _Flagged]:
+    """The request as :data:`ExportTraceServiceRequestView` (span attributes left encoded), and
+    the spans of an OTLP/JSON body already known to be unstorable (see :func:`_prepare_json`)."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type in _PROTOBUF_TYPES:
         try:
-            return ExportTraceServiceRequestView.FromString(body)
+            return ExportTraceServiceRequestView.FromString(body), {}
         except (DecodeError, RecursionError) as exc:
             raise ParseError(f"cannot decode OTLP traces: not an ExportTraceServiceRequest ({exc})") from exc
     request = ExportTraceServiceRequest()
@@ -177,7 +201,7 @@ def _decode(body: bytes, content_type: str) -> Any:
             # OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping of
             # ``bytes`` is base64: translate them before json_format reads the rest as it is
             # (camelCase or snake_case keys, enums as integers, int64 as strings or numbers).
-            _hex_ids_to_base64(doc)
+            flagged = _prepare_json(doc)
             json_format.ParseDict(doc, request, ignore_unknown_fields=True)
         except orjson.JSONDecodeError as exc:
             raise ParseError(f"cannot decode OTLP traces JSON: {exc}") from exc
@@ -189,40 +213,124 @@ def _decode(body: bytes, content_type: str) -> Any:
             f"expected {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
         )
     # One code path for both encodings: JSON becomes the same protobuf bytes.
-    return ExportTraceServiceRequestView.FromString(request.SerializeToString())
+    return ExportTraceServiceRequestView.FromString(request.SerializeToString()), flagged
 
 
-def _hex_ids_to_base64(doc: Any) -> None:
-    """Rewrite the hex ``traceId``/``spanId``/``parentSpanId`` of spans and links in place.
+def _prepare_json(doc: Any) -> _Flagged:
+    """Make an OTLP/JSON document readable by json_format, span by span; in place.
 
-    Only well-formed places are touched; anything else is left for json_format to refuse.
+    Hex ``traceId``/``spanId``/``parentSpanId`` of spans and links become base64; start, end and
+    event times become ints. A span with an id that is not a hex string, a time that is not an
+    unsigned 64-bit integer or an unknown kind or status name is *flagged* (returned with the
+    reason) and its offending value removed, so that json_format reads the document and the
+    span alone is rejected. Only well-formed places are visited (lists of objects): json_format
+    refuses the rest, so the indexes here are json_format's whenever the document decodes.
     """
-    for rs in _dicts(doc, "resourceSpans", "resource_spans"):
-        for ss in _dicts(rs, "scopeSpans", "scope_spans"):
-            for span in _dicts(ss, "spans"):
-                _convert_ids(span)
-                for link in _dicts(span, "links"):
-                    _convert_ids(link)
+    flagged: _Flagged = {}
+    for r, rs in _objects(doc, "resourceSpans", "resource_spans"):
+        for s, ss in _objects(rs, "scopeSpans", "scope_spans"):
+            for i, span in _objects(ss, "spans"):
+                problems = _convert_ids(span, _ID_KEYS, "")
+                problems += _convert_times(span, _SPAN_TIME_KEYS, "")
+                problems += _check_enum(span, ("kind",), _KIND_NAMES, "kind", "a SpanKind")
+                status = span.get("status")
+                if isinstance(status, dict):
+                    problems += _check_enum(status, ("code",), _STATUS_NAMES, "status code", "a StatusCode")
+                for j, link in _objects(span, "links"):
+                    problems += _convert_ids(link, _LINK_ID_KEYS, f"links[{j}].")
+                for j, event in _objects(span, "events"):
+                    problems += _convert_times(event, _EVENT_TIME_KEYS, f"events[{j}].")
+                if problems:
+                    flagged.setdefault((r, s), {})[i] = problems[0]
+    return flagged
 
 
-def _dicts(doc: Any, *keys: str) -> Iterable[dict[str, Any]]:
+def _objects(doc: Any, *keys: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    """The objects of the list under ``keys`` (a field's spellings) with their index in the list.
+
+    Indexes count every item, objects or not: json_format makes an element even of some
+    non-objects (a string becomes an empty message), and the indexes must be its own.
+
+    Raises:
+        ParseError: the field is given under two spellings (json_format would keep one of them).
+    """
     if not isinstance(doc, dict):
         return ()
+    present = [key for key in keys if key in doc]
+    if len(present) > 1:
+        raise ParseError(f"cannot decode OTLP traces JSON: both {present[0]!r} and {present[1]!r} are given")
+    items = doc[present[0]] if present else None
+    if not isinstance(items, list):
+        return ()
+    return [(i, d) for i, d in enumerate(items) if isinstance(d, dict)]
+
+
+def _convert_ids(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> list[str]:
+    """Hex ids → base64 in place; the reasons of those that are not hex strings (removed)."""
+    problems = []
     for key in keys:
-        items = doc.get(key)
-        if isinstance(items, list):
-            return [d for d in items if isinstance(d, dict)]
-    return ()
-
-
-def _convert_ids(obj: dict[str, Any]) -> None:
-    for key in _ID_KEYS:
         value = obj.get(key)
-        if isinstance(value, str) and value:
+        if value is None or value == "":
+            continue
+        if isinstance(value, str):
             try:
                 obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+                continue
             except ValueError:
-                raise ParseError(f"cannot decode OTLP traces JSON: {key} {value[:40]!r} is not hex") from None
+                problems.append(f"{where}{key} {value[:40]!r} is not hex")
+        else:
+            problems.append(f"{where}{key} is a JSON {type(value).__name__}, not a hex string")
+        del obj[key]
+    return problems
+
+
+def _convert_times(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> list[str]:
+    """Times (numbers or decimal strings) → ints in place; the reasons of the others (removed)."""
+    problems = []
+    for key in keys:
+        value = obj.get(key)
+        if value is None:
+            continue
+        ns = _uint64(value)
+        if ns is None:
+            problems.append(f"{where}{key} {str(value)[:40]!r} is not an unsigned 64-bit integer")
+            del obj[key]
+        else:
+            obj[key] = ns
+    return problems
+
+
+def _uint64(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if _DIGITS.fullmatch(value):
+            value = int(value)
+        else:
+            try:
+                value = float(value)  # "1.7e18", as json_format reads it
+            except ValueError:
+                return None
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            return None
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= _MAX_UINT64:
+        return value
+    return None
+
+
+def _check_enum(
+    obj: dict[str, Any], keys: tuple[str, ...], names: frozenset[str], what: str, enum: str
+) -> list[str]:
+    """An enum given by name must be a known one (json_format would read an unknown name as 0)."""
+    problems = []
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, str) and value not in names:
+            problems.append(f"{what} {value[:40]!r} is not {enum}")
+            del obj[key]
+    return problems
 
 
 def _value(value: Any) -> Any:
@@ -272,10 +380,20 @@ class _Columns:
         for i in range(len(spans)):
             self._reject(f"{item}.spans[{i}]", reason)
 
-    def add(self, spans: Any, item: str, service: str, resource: str, scope_name: str | None) -> None:
+    def add(
+        self,
+        spans: Any,
+        item: str,
+        service: str,
+        resource: str,
+        scope_name: str | None,
+        *,
+        flagged: dict[int, str] | None = None,
+    ) -> None:
         """Append the rows of one scope's spans; count and explain the ones that cannot be stored.
 
-        The hot loop of span ingestion: locals only, one tuple per span.
+        ``flagged``: spans already known to be unstorable (span index → reason). The hot loop of
+        span ingestion: locals only, one tuple per span.
         """
         append = self.rows.append
         known = self.known_attributes
@@ -284,6 +402,9 @@ class _Columns:
         short = (limit // 4) if limit is not None else 1 << 62
         kinds, statuses = KINDS, STATUSES
         for i, span in enumerate(spans):
+            if flagged and i in flagged:
+                self._reject(f"{item}.spans[{i}]", flagged[i])
+                continue
             trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
             start, end = span.start_time_unix_nano, span.end_time_unix_nano
             kind, status = span.kind, span.status

@@ -1,7 +1,9 @@
 """OTLP traces decoder: requests built with the opentelemetry-proto messages → rows of ``spans``.
 
 Properties: a request of arbitrary valid spans decodes to exactly its fields (protobuf and
-OTLP/JSON alike); arbitrary bytes either decode or raise ParseError, never anything else.
+OTLP/JSON alike); arbitrary bytes either decode or raise ParseError, never anything else; a
+request mixing valid spans and spans with bad ids, times or enums stores exactly the valid ones
+and rejects each bad one alone, with its path and reason, in either encoding.
 Examples: the partial-success rules (which spans are rejected, and why) and the response body.
 """
 
@@ -356,10 +358,12 @@ def test_undecodable_bodies_and_types() -> None:
         otlp_traces.parse(b"\xff\xff\xff", content_type=PROTOBUF)
     with pytest.raises(ParseError, match="cannot decode OTLP traces JSON"):
         otlp_traces.parse(b"{nope", content_type=JSON)
-    with pytest.raises(ParseError, match="traceId 'zz' is not hex"):
-        otlp_traces.parse(
-            b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}', content_type=JSON
-        )
+    with pytest.raises(ParseError, match="cannot decode OTLP traces JSON"):  # a list, not an object
+        otlp_traces.parse(b'{"resourceSpans":[{"scopeSpans":[{"spans":[[1]]}]}]}', content_type=JSON)
+    with pytest.raises(ParseError, match="cannot decode OTLP traces JSON"):  # a number, not a string
+        otlp_traces.parse(b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":7}]}]}]}', content_type=JSON)
+    with pytest.raises(ParseError, match="both 'resourceSpans' and 'resource_spans' are given"):
+        otlp_traces.parse(b'{"resourceSpans":[],"resource_spans":[]}', content_type=JSON)
     with pytest.raises(ParseError, match="unsupported content type 'text/plain'"):
         otlp_traces.parse(b"", content_type="text/plain")
     assert otlp_traces.parse(b"", content_type=PROTOBUF).batch is None
@@ -412,3 +416,128 @@ def test_span_built_with_trace_pb2_directly() -> None:
     request.resource_spans.add().scope_spans.add().spans.append(span)
     (row,) = rows(otlp_traces.parse(request.SerializeToString(), content_type="application/protobuf"))
     assert row["service"] == "unknown_service" and row["kind"] == "unspecified" and row["duration_ns"] == 0
+
+
+# --- per-span defects, both encodings -------------------------------------------------------
+
+#: Defects protobuf can carry: span overrides → the reason quoted.
+_PROTO_DEFECTS = [
+    ({"trace_id": b"\x01" * 15}, "trace_id has 15 bytes, expected 16"),
+    ({"trace_id": b""}, "trace_id has 0 bytes, expected 16"),
+    ({"trace_id": b"\x00" * 16}, "trace_id is all zeros"),
+    ({"span_id": b"\x02" * 9}, "span_id has 9 bytes, expected 8"),
+    ({"span_id": b""}, "span_id has 0 bytes, expected 8"),
+    ({"parent": b"\x03" * 4}, "parent_span_id has 4 bytes"),
+    ({"start": 0, "end": 5}, "start_time_unix_nano 0 is not a time"),
+    ({"start": 2**63, "end": 2**63}, "is not a time between 1970 and 2262"),
+    ({"start": T0, "end": T0 - 1}, "is before the start"),
+]
+
+
+def _add(key: str, item: dict[str, Any]) -> Any:
+    def apply(span: dict[str, Any]) -> int:
+        span.setdefault(key, []).append(item)
+        return len(span[key]) - 1
+
+    return apply
+
+
+#: Defects only OTLP/JSON can carry: (edit of the span's JSON object, reason quoted; ``{k}`` is
+#: the index the edit returns).
+_JSON_DEFECTS: list[tuple[Any, str]] = [
+    (lambda sp: sp.update(traceId="0af7651916cd43dd8448eb211c8031zz"), "traceId '0af7651916cd43dd84"),
+    (lambda sp: sp.update(spanId="xyz"), "spanId 'xyz' is not hex"),
+    (lambda sp: sp.update(parentSpanId="12345"), "parentSpanId '12345' is not hex"),
+    (lambda sp: sp.update(spanId=12345), "spanId is a JSON int, not a hex string"),
+    (lambda sp: sp.update(traceId=True), "traceId is a JSON bool, not a hex string"),
+    (lambda sp: sp.update(traceId="abcd"), "trace_id has 2 bytes, expected 16"),
+    (lambda sp: sp.update(traceId=""), "trace_id has 0 bytes, expected 16"),
+    (_add("links", {"traceId": "nothex", "spanId": "0a0b"}), "links[{k}].traceId 'nothex' is not hex"),
+    (_add("links", {"traceId": "01" * 16, "spanId": ["x"]}), "links[{k}].spanId is a JSON list"),
+    (lambda sp: sp.update(startTimeUnixNano="soon"), "startTimeUnixNano 'soon' is not an unsigned"),
+    (lambda sp: sp.update(startTimeUnixNano=-5), "startTimeUnixNano '-5' is not an unsigned"),
+    (lambda sp: sp.update(endTimeUnixNano=2**64), "endTimeUnixNano '1.8446744073709552e+19' is"),
+    (lambda sp: sp.update(endTimeUnixNano=1.5), "endTimeUnixNano '1.5' is not an unsigned 64-bit integer"),
+    (lambda sp: sp.update(endTimeUnixNano=False), "endTimeUnixNano 'False' is not an unsigned"),
+    (_add("events", {"timeUnixNano": "yesterday", "name": "e"}), "events[{k}].timeUnixNano 'yesterday'"),
+    (lambda sp: sp.update(kind="SPAN_KIND_NOPE"), "kind 'SPAN_KIND_NOPE' is not a SpanKind"),
+    (lambda sp: sp.update(status={"code": "STATUS_CODE_NOPE"}), "status code 'STATUS_CODE_NOPE' is not a"),
+    (lambda sp: sp.update(kind=9), "kind 9 is not a SpanKind"),
+]  # fmt: skip
+
+
+@st.composite
+def _defective_request(draw: st.DrawFn) -> tuple[str, bytes, list[dict[str, Any]], list[tuple[int, str]]]:
+    """(content type, body, the valid spans, [(index, reason quoted)] of the bad ones)."""
+    content_type = draw(st.sampled_from([PROTOBUF, JSON]))
+    n = draw(st.integers(1, 7))
+    spans: list[dict[str, Any]] = []
+    json_edits: dict[int, Any] = {}
+    bad: list[tuple[int, str]] = []
+    for i in range(n):
+        span = draw(_span())
+        choice = draw(st.sampled_from(["ok", "proto", "json"] if content_type == JSON else ["ok", "proto"]))
+        if choice == "proto":
+            overrides, reason = draw(st.sampled_from(_PROTO_DEFECTS))
+            span = {**span, **overrides}
+            bad.append((i, reason))
+        elif choice == "json":
+            json_edits[i] = draw(st.sampled_from(_JSON_DEFECTS))
+            bad.append((i, ""))
+        spans.append(span)
+    request = build([("svc", {}, [("scope", spans)])])
+    if content_type == PROTOBUF:
+        body = request.SerializeToString()
+    else:
+        doc = orjson.loads(to_otlp_json(request))
+        json_spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        for j, (i, _) in enumerate(bad):
+            if i in json_edits:
+                edit, reason = json_edits[i]
+                bad[j] = (i, reason.format(k=edit(json_spans[i])))
+        body = json.dumps(doc).encode()  # json: 2**64 is out of orjson's range
+    valid = [sp for i, sp in enumerate(spans) if i not in {b for b, _ in bad}]
+    return content_type, body, valid, bad
+
+
+@PROPERTY
+@given(_defective_request())
+def test_bad_spans_are_rejected_alone_in_both_encodings(
+    case: tuple[str, bytes, list[dict[str, Any]], list[tuple[int, str]]],
+) -> None:
+    content_type, body, valid, bad = case
+    result = otlp_traces.parse(body, content_type=content_type)
+    assert [decoded(r) for r in rows(result)] == expected_rows([("svc", {}, [("scope", valid)])])
+    assert result.rejected == len(bad)
+    assert len(result.reasons) == min(len(bad), otlp_traces.MAX_REASONS)
+    for reason, (i, quoted) in zip(result.reasons, bad, strict=False):
+        assert reason.startswith(f"resource_spans[0].scope_spans[0].spans[{i}]: "), (reason, i)
+        assert quoted in reason, (reason, quoted)
+
+
+def test_json_and_protobuf_reject_the_same_wrong_length_and_non_hex_ids_alike() -> None:
+    """The review's case: a non-hex spanId and a short traceId are both per-span rejections."""
+    request = build([("svc", {}, [("scope", [_valid_span(), _valid_span(), _valid_span()])])])
+    doc = orjson.loads(to_otlp_json(request))
+    spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans[0]["spanId"] = "not-hex!"
+    spans[2]["traceId"] = "0102"
+    result = otlp_traces.parse(orjson.dumps(doc), content_type=JSON)
+    assert (result.accepted, result.rejected) == (1, 2)
+    assert result.reasons == (
+        "resource_spans[0].scope_spans[0].spans[0]: spanId 'not-hex!' is not hex",
+        "resource_spans[0].scope_spans[0].spans[2]: trace_id has 2 bytes, expected 16",
+    )
+
+
+def test_json_flags_follow_the_spans_own_index() -> None:
+    """json_format makes a (rejected) span even of a string: the bad parent after it is still
+    the one rejected — never stored as a root with its parent id dropped."""
+    request = build([("svc", {}, [("scope", [_valid_span()])])])
+    doc = orjson.loads(to_otlp_json(request))
+    spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans[0]["parentSpanId"] = "zz"
+    spans.insert(0, "not a span")
+    result = otlp_traces.parse(orjson.dumps(doc), content_type=JSON)
+    assert (result.accepted, result.rejected) == (0, 2)
+    assert result.reasons[1] == "resource_spans[0].scope_spans[0].spans[1]: parentSpanId 'zz' is not hex"

@@ -95,7 +95,21 @@ def test_missing_parent_cycles_and_duplicates() -> None:
     ids = [s["span_id"] for s in t["spans"]]
     assert sorted(ids) == ["a", "s", "x", "y"]
     assert t["spans"][0]["parent_missing"] is True
-    assert t["span_count"] == 5
+    assert t["span_count"] == 4  # a span id counts once
+
+
+def test_copies_of_spans_count_once() -> None:
+    """A retried export stores every span twice: the tree is the one of a single copy."""
+    once = [
+        span("a", None, 0, status="error"),
+        span("b", "a", 1, status="error"),
+        span("c", "a", 2),
+    ]
+    twice = sorted(once + [dict(r) for r in once], key=lambda r: r["start_ns"])
+    t = tree(twice)
+    assert t == tree(once)
+    assert (t["span_count"], t["error_count"], t["error_origins"]) == (3, 2, ["b"])
+    assert t["spans"][0]["children"] == ["b", "c"]
 
 
 def test_json_columns_are_embedded_as_json() -> None:
