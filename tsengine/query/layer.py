@@ -87,6 +87,11 @@ class QueryLayer:
             memory_limit=memory_limit,
             threads=threads,
         )
+        # `time` columns are UTC TIMESTAMP_NS, which DuckDB will not compare with the TIMESTAMP
+        # WITH TIME ZONE its now() returns: `WHERE time > now() - INTERVAL 1 HOUR` would be a
+        # binder error. now() is therefore the current UTC time as a plain TIMESTAMP (what
+        # InfluxQL's and PromQL's now mean); current_timestamp keeps DuckDB's type.
+        self._con.execute("CREATE MACRO main.now() AS timezone('UTC', get_current_timestamp())")
         self._local = threading.local()
         self._ddl_lock = threading.Lock()
         self._views: dict[tuple[str, str], tuple[int, bool]] = {}  # (db, table) -> view version

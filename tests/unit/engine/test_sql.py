@@ -118,3 +118,23 @@ def test_unqualified_names_resolve_in_the_given_database(engine: Engine) -> None
     assert engine.sql("SELECT v FROM cpu", db="other").column("v").to_pylist() == [2.0]
     assert engine.sql('SELECT v FROM "default".cpu', db="other").column("v").to_pylist() == [1.0]
     assert engine.sql("SELECT v FROM cpu").column("v").to_pylist() == [1.0]  # the alias is gone again
+
+
+def test_now_compares_with_time_columns_in_utc(engine: Engine) -> None:
+    # DuckDB's own now() is TIMESTAMP WITH TIME ZONE, which it refuses to compare with the
+    # TIMESTAMP_NS `time` column; the engine's now() is the current UTC time as a TIMESTAMP.
+    import time as _time
+
+    now_ns = _time.time_ns()
+    engine.write_rows(
+        "t", [{"time": now_ns - 30 * 60 * 10**9, "v": 1.0}, {"time": now_ns - 90 * 60 * 10**9, "v": 2.0}]
+    )
+    assert engine.sql("SELECT sum(v) AS s FROM t WHERE time > now() - INTERVAL 1 HOUR").to_pylist() == [
+        {"s": 1.0}
+    ]
+    skew_s = engine.sql("SELECT epoch_ns(now()) AS n").to_pylist()[0]["n"] / 1e9 - now_ns / 1e9
+    assert abs(skew_s) < 60  # UTC, not the machine's local wall clock
+    engine.write_rows("t", [{"time": now_ns, "v": 3.0}], db="other")
+    assert engine.sql(
+        "SELECT count(*) AS n FROM t WHERE time > now() - INTERVAL 1 HOUR", db="other"
+    ).to_pylist() == [{"n": 1}]
