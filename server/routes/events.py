@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 from collections.abc import Iterable
@@ -35,7 +34,7 @@ from server.auth import requires
 from server.body import UnsupportedMediaType
 from server.ingest import ingest
 from server.keys import ENGINE_KEY, EVENT_HUB_KEY, METRICS_KEY, run_blocking
-from server.tracing.hub import Hub
+from server.tracing.hub import KEEPALIVE_S, Hub, serve_stream
 from server.tracing.params import parse_limit, time_range
 from tsengine.errors import InvalidInput
 from tsengine.model import TableBatch, validate_db
@@ -45,7 +44,6 @@ __all__ = ["ROUTES", "EventFilter", "encode_events", "make_hub", "publish"]
 
 PROTOCOL = "events"
 _ACCEPTED = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl")
-KEEPALIVE_S = 15.0
 MAX_LIMIT = 1000
 _COLUMNS = ("service", "category", "severity", "name", "id", "message", "attributes", *CONTEXT_IDS)
 
@@ -228,37 +226,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
         min_severity=_min_severity(request.query.get("severity")),
     )
     metrics = request.app[METRICS_KEY]
-    transport = request.transport
-
-    def cut_off() -> None:  # the client fell a whole buffer behind: drop the connection now
-        metrics.event_stream_dropped.inc()
-        if transport is not None:
-            transport.abort()
-
-    hub = request.app[EVENT_HUB_KEY]
-    sub = hub.subscribe(events_filter, cut_off)
-    metrics.event_stream_clients.inc()
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    try:
-        await response.prepare(request)
-        await response.write(b": subscribed\n\n")
-        while not sub.closed:
-            try:
-                await asyncio.wait_for(sub.wait(), KEEPALIVE_S)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            data = sub.take()
-            if data and not sub.dropped:
-                await response.write(data)
-    except ConnectionError:  # the client went away, or was cut off
-        pass
-    finally:
-        hub.unsubscribe(sub)
-        metrics.event_stream_clients.dec()
-    if sub.dropped:
-        raise asyncio.CancelledError  # the connection is gone: nothing more to send
-    return response
+    return await serve_stream(
+        request,
+        request.app[EVENT_HUB_KEY],
+        events_filter,
+        clients=metrics.event_stream_clients,
+        dropped=metrics.event_stream_dropped,
+        keepalive_s=KEEPALIVE_S,
+    )
 
 
 ROUTES = [

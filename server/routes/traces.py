@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -29,7 +28,7 @@ from server.body import UnsupportedMediaType
 from server.ingest import ingest
 from server.keys import CONFIG_KEY, ENGINE_KEY, METRICS_KEY, TRACE_DECODER_KEY, TRACE_HUB_KEY, run_blocking
 from server.tracing import queries
-from server.tracing.hub import SpanFilter
+from server.tracing.hub import KEEPALIVE_S, SpanFilter, serve_stream
 from server.tracing.params import parse_bool, parse_duration_ns, parse_limit, parse_time_ns, time_range
 from server.tracing.tree import build_tree
 from tsengine.errors import InvalidInput, NotFound
@@ -42,8 +41,6 @@ PROTOCOL = "otlp_traces"
 _JSON = otlp_traces.CONTENT_TYPE_JSON
 _PROTOBUF = otlp_traces.CONTENT_TYPE_PROTOBUF
 _ACCEPTED = (_PROTOBUF, "application/protobuf", _JSON)
-#: Seconds between keep-alive comments on an idle stream (also how a dead peer is noticed).
-KEEPALIVE_S = 15.0
 MAX_SEARCH_LIMIT = 1000
 
 
@@ -152,37 +149,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
         error=parse_bool("error", request.query.get("error")),
     )
     metrics = request.app[METRICS_KEY]
-    transport = request.transport
-
-    def cut_off() -> None:  # the client fell a whole buffer behind: drop the connection now
-        metrics.span_stream_dropped.inc()
-        if transport is not None:
-            transport.abort()
-
-    hub = request.app[TRACE_HUB_KEY]
-    sub = hub.subscribe(spans_filter, cut_off)
-    metrics.span_stream_clients.inc()
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    try:
-        await response.prepare(request)
-        await response.write(b": subscribed\n\n")
-        while not sub.closed:
-            try:
-                await asyncio.wait_for(sub.wait(), KEEPALIVE_S)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            data = sub.take()
-            if data and not sub.dropped:
-                await response.write(data)
-    except ConnectionError:  # the client went away, or was cut off
-        pass
-    finally:
-        hub.unsubscribe(sub)
-        metrics.span_stream_clients.dec()
-    if sub.dropped:
-        raise asyncio.CancelledError  # the connection is gone: nothing more to send
-    return response
+    return await serve_stream(
+        request,
+        request.app[TRACE_HUB_KEY],
+        spans_filter,
+        clients=metrics.span_stream_clients,
+        dropped=metrics.span_stream_dropped,
+        keepalive_s=KEEPALIVE_S,
+    )
 
 
 ROUTES = [

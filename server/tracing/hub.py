@@ -26,16 +26,20 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 import pyarrow as pa
+from aiohttp import web
 
 from tsengine.errors import Overloaded
 from tsengine.model import TableBatch
 
-__all__ = ["Hub", "SpanFilter", "SpanHub", "StreamFilter", "Subscription"]
+__all__ = ["KEEPALIVE_S", "Hub", "SpanFilter", "SpanHub", "StreamFilter", "Subscription", "serve_stream"]
+
+#: Seconds between keep-alive comments on an idle stream (also how a dead peer is noticed).
+KEEPALIVE_S = 15.0
 
 _JSON_FIELDS = ("attributes", "events", "links", "resource")
 _STRING_FIELDS = ("trace_id", "span_id", "parent_span_id", "status_message", "scope_name")
@@ -214,3 +218,51 @@ def encode_events(batch: TableBatch) -> list[bytes]:
         doc = {name: cols[name][i] for name in names}
         out.append(b"event: span\ndata: " + orjson.dumps(doc) + b"\n\n")
     return out
+
+
+async def serve_stream(
+    request: web.Request,
+    hub: Hub,
+    stream_filter: StreamFilter,
+    *,
+    clients: Any,
+    dropped: Any,
+    keepalive_s: float = KEEPALIVE_S,
+) -> web.StreamResponse:
+    """Answer ``request`` with the server-sent events of ``hub`` that ``stream_filter`` selects.
+
+    A ``: subscribed`` comment first, then the subscriber's data as it is published, and a
+    ``: keepalive`` comment after ``keepalive_s`` idle seconds. A subscriber that falls a whole
+    buffer behind is cut off (the connection is aborted, ``dropped`` counted); ``clients`` (a
+    gauge) counts the open streams. Returns when the client goes away or the hub closes.
+    """
+    transport = request.transport
+
+    def cut_off() -> None:  # the client fell a whole buffer behind: drop the connection now
+        dropped.inc()
+        if transport is not None:
+            transport.abort()
+
+    sub = hub.subscribe(stream_filter, cut_off)
+    clients.inc()
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    try:
+        await response.prepare(request)
+        await response.write(b": subscribed\n\n")
+        while not sub.closed:
+            try:
+                await asyncio.wait_for(sub.wait(), keepalive_s)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            data = sub.take()
+            if data and not sub.dropped:
+                await response.write(data)
+    except ConnectionError:  # the client went away, or was cut off
+        pass
+    finally:
+        hub.unsubscribe(sub)
+        clients.dec()
+    if sub.dropped:
+        raise asyncio.CancelledError  # the connection is gone: nothing more to send
+    return response
