@@ -38,7 +38,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from google.protobuf import json_format
@@ -49,8 +49,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from tsengine.errors import ParseError
-from tsengine.model import TableBatch
 from tsengine.protocols._events import CATEGORIES, EventRows, new_event_id
+from tsengine.protocols._partial import PartialBatch
 from tsengine.protocols.otlp_traces import _attributes, _value
 
 __all__ = [
@@ -98,24 +98,10 @@ _ID_KEYS = ("traceId", "trace_id", "spanId", "span_id")
 
 
 @dataclass(frozen=True)
-class LogBatch:
-    """The decoded request: rows of the valid records, and what was rejected and why."""
+class LogBatch(PartialBatch):
+    """The decoded request: the rows of the valid records, and what was rejected and why."""
 
-    batch: TableBatch | None  # None when no record is valid (or the request holds none)
-    rejected: int
-    reasons: tuple[str, ...]  # the first MAX_REASONS "<item>: <reason>"
-
-    @property
-    def accepted(self) -> int:
-        return self.batch.num_rows if self.batch is not None else 0
-
-    @property
-    def error_message(self) -> str:
-        if not self.rejected:
-            return ""
-        more = self.rejected - len(self.reasons)
-        tail = f" (and {more} more)" if more > 0 else ""
-        return f"rejected {self.rejected} log record(s): " + "; ".join(self.reasons) + tail
+    items: ClassVar[str] = "log record(s)"
 
 
 def severity_of(number: int, text: str) -> str | None:

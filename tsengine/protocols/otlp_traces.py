@@ -46,7 +46,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import orjson
@@ -63,6 +63,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from tsengine.errors import ParseError
 from tsengine.model import TableBatch
 from tsengine.protocols._otlp_trace_view import ExportTraceServiceRequestView
+from tsengine.protocols._partial import PartialBatch
 
 __all__ = [
     "CONTENT_TYPE_JSON",
@@ -107,24 +108,10 @@ _Flagged = dict[tuple[int, int], dict[int, str]]
 
 
 @dataclass(frozen=True)
-class SpanBatch:
+class SpanBatch(PartialBatch):
     """The decoded request: the rows of the valid spans, and what was rejected and why."""
 
-    batch: TableBatch | None  # None when no span is valid (or the request holds none)
-    rejected: int
-    reasons: tuple[str, ...]  # the first MAX_REASONS "<item>: <reason>"
-
-    @property
-    def accepted(self) -> int:
-        return self.batch.num_rows if self.batch is not None else 0
-
-    @property
-    def error_message(self) -> str:
-        if not self.rejected:
-            return ""
-        more = self.rejected - len(self.reasons)
-        tail = f" (and {more} more)" if more > 0 else ""
-        return f"rejected {self.rejected} span(s): " + "; ".join(self.reasons) + tail
+    items: ClassVar[str] = "span(s)"
 
 
 def parse(
