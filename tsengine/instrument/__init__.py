@@ -1,7 +1,8 @@
 """tsengine.instrument: the in-process instrumentation SDK.
 
 Who calls it: a service owner's application. What comes in: counter increments, gauge sets,
-histogram observations (prometheus_client's API: switching is a change of import), manual
+histogram observations, info pairs and enum states (prometheus_client's API: switching is a
+change of import), manual
 ``metrics_collector.record_metric(...)`` calls, events, request/query/call timings from the
 middleware, decorators and wrappers, and psutil samples from a background thread. What goes
 out: ``/metrics`` (Prometheus text or OpenMetrics), ``/health/telemetry`` (JSON), JSON
@@ -69,7 +70,16 @@ from tsengine.instrument._http_client import (
     httpx_event_hooks,
 )
 from tsengine.instrument._http_server import make_asgi_app, make_wsgi_app, start_http_server
-from tsengine.instrument._metrics import DEFAULT_BUCKETS, Counter, Gauge, Histogram, Metric, Summary
+from tsengine.instrument._metrics import (
+    DEFAULT_BUCKETS,
+    Counter,
+    Enum,
+    Gauge,
+    Histogram,
+    Info,
+    Metric,
+    Summary,
+)
 from tsengine.instrument._names import MetricDefinitionError
 from tsengine.instrument._noop import NOOP_METRIC, NoopMetric
 from tsengine.instrument._otlp_metrics_export import OtlpMetricsExporter
@@ -122,6 +132,7 @@ __all__ = [
     "DataPoint",
     "EmbeddedExporter",
     "EmbeddedSpanExporter",
+    "Enum",
     "Event",
     "EventCategory",
     "EventSeverity",
@@ -132,6 +143,7 @@ __all__ = [
     "Histogram",
     "Hooks",
     "HttpExporter",
+    "Info",
     "InstrumentedTransport",
     "Metric",
     "MetricDefinitionError",

@@ -119,7 +119,12 @@ class MetricsCollector:
         """The registry's metric ``name``, created if missing; raises if it has another type/labels."""
         if not self.enabled:
             return NOOP_METRIC
-        cls = _CLASS_OF[metric_type]
+        cls = _CLASS_OF.get(metric_type)
+        if cls is None:  # info and stateset carry labels or a state, not one number
+            raise MetricDefinitionError(
+                f"cannot record metric {name!r} as {metric_type.value}: it has no single value; "
+                "use Info or Enum"
+            )
         family = name.removesuffix("_total") if cls is Counter else name
         existing = self.registry.get(family)
         if existing is None:

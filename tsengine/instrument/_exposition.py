@@ -34,6 +34,8 @@ __all__ = [
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
+_TEXT_SUFFIX = {MetricType.COUNTER: "_total", MetricType.INFO: "_info"}
+
 
 def format_float(value: float) -> str:
     """Format like Go's ``strconv`` (what Prometheus prints): ``+Inf``, ``-Inf``, ``NaN``, repr."""
@@ -72,10 +74,11 @@ def generate_latest(source: Source = REGISTRY) -> bytes:
     """Prometheus text format 0.0.4 (``CONTENT_TYPE_LATEST``) of a registry or of families."""
     out: list[str] = []
     for fam in _families(source):
-        # In 0.0.4 a counter's HELP/TYPE name carries the _total its samples carry.
-        name = fam.name + "_total" if fam.type is MetricType.COUNTER else fam.name
+        # In 0.0.4 a counter's (an info's) HELP/TYPE name carries the _total (_info) its samples
+        # carry; info and stateset are exposed as gauges (0.0.4 has neither type).
+        name = fam.name + _TEXT_SUFFIX.get(fam.type, "")
         out.append(f"# HELP {name} {escape_help(fam.documentation)}\n")
-        out.append(f"# TYPE {name} {fam.type.exposed_as}\n")
+        out.append(f"# TYPE {name} {fam.type.exposed_as_prometheus}\n")
         _sample_lines(fam.samples, out)
     return "".join(out).encode("utf-8")
 

@@ -2,7 +2,10 @@
 
 A :class:`MetricFamily` is one metric name with its type, help text and samples, shaped as
 Prometheus exposes it: a counter ``x`` has the sample ``x_total``; a histogram ``h`` has
-``h_bucket`` (label ``le``, cumulative), ``h_count`` and ``h_sum``. Families are immutable
+``h_bucket`` (label ``le``, cumulative), ``h_count`` and ``h_sum``; an info ``i`` has one
+sample ``i_info`` (value 1, its key-value pairs as labels) per label set; a stateset (an
+``Enum``) ``e`` has one sample ``e`` per state, labelled ``e="<state>"``, 1 for the current state
+and 0 for the others. Families are immutable
 snapshots, safe to hand to another thread.
 """
 
@@ -17,18 +20,31 @@ __all__ = ["Collector", "MetricFamily", "MetricType", "Sample"]
 
 
 class MetricType(enum.Enum):
-    """Kind of a metric. ``TIMER`` records seconds into a histogram and is exposed as one."""
+    """Kind of a metric. ``TIMER`` records seconds into a histogram and is exposed as one.
+
+    ``INFO`` and ``STATESET`` are OpenMetrics types; the Prometheus text format 0.0.4 has no
+    such types and exposes both as ``gauge`` (as prometheus_client does).
+    """
 
     COUNTER = "counter"
     GAUGE = "gauge"
     HISTOGRAM = "histogram"
     SUMMARY = "summary"
     TIMER = "timer"
+    INFO = "info"
+    STATESET = "stateset"
 
     @property
     def exposed_as(self) -> str:
-        """The Prometheus ``# TYPE`` of this kind."""
+        """The OpenMetrics ``# TYPE`` of this kind (also the ``type`` of the JSON export)."""
         return "histogram" if self is MetricType.TIMER else self.value
+
+    @property
+    def exposed_as_prometheus(self) -> str:
+        """The ``# TYPE`` in the Prometheus text format 0.0.4, which has no info or stateset."""
+        if self in (MetricType.INFO, MetricType.STATESET):
+            return "gauge"
+        return self.exposed_as
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
-"""Counter, Gauge, Histogram and Summary with prometheus_client's constructors and methods.
+"""Counter, Gauge, Histogram, Summary, Info and Enum with prometheus_client's constructors and methods.
 
 ``Counter(name, documentation, labelnames=(), namespace="", subsystem="", unit="",
 registry=REGISTRY)`` and friends behave like prometheus_client's, so switching is a change of
 import: ``.labels(*values)`` / ``.labels(**kw)`` return a bound child, ``.inc()``, ``.set()``,
-``.observe()`` and ``.time()`` do what they do there. ``registry=None`` leaves the metric
-unregistered, as in prometheus_client.
+``.observe()``, ``.time()``, ``.info({...})`` and ``.state(...)`` do what they do there.
+``registry=None`` leaves the metric unregistered, as in prometheus_client.
 
 Hot path and safety: a value lives in a small slotted child (``_values``) with its own lock, so ``inc``
 on a pre-bound child is one comparison, a lock and an add; totals are exact under any number of
@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
@@ -45,14 +46,16 @@ from tsengine.instrument._registry import REGISTRY, CollectorRegistry
 from tsengine.instrument._timer import Timer
 from tsengine.instrument._values import (
     CounterValue,
+    EnumValue,
     ExceptionTypes,
     GaugeValue,
     HistogramValue,
+    InfoValue,
     SummaryValue,
     switch_value,
 )
 
-__all__ = ["DEFAULT_BUCKETS", "Counter", "Gauge", "Histogram", "Metric", "Summary"]
+__all__ = ["DEFAULT_BUCKETS", "Counter", "Enum", "Gauge", "Histogram", "Info", "Metric", "Summary"]
 
 log = logging.getLogger("tsengine.instrument")
 
@@ -76,6 +79,8 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )
 
 _INF = math.inf
+#: An Enum's name is also its state label's name, so it must match the label-name syntax.
+_LABEL_NAME_STATE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
 # -- parents: name, labels, children ---------------------------------------------------------
@@ -525,4 +530,168 @@ class Summary(_Observing):
                 count, total = child._count, child._sum
             out.append(Sample(self._name + "_count", labels, float(count)))
             out.append(Sample(self._name + "_sum", labels, total))
+        return out
+
+
+def _no_unit(kind: str, name: str, unit: str) -> None:
+    # OpenMetrics gives info and stateset no unit; prometheus_client refuses one too.
+    if unit:
+        raise MetricDefinitionError(f"cannot define {kind} {name!r}: an {kind} metric cannot have a unit")
+
+
+class Info(Metric):
+    """Key-value pairs about the process (build, version, config), as prometheus_client's Info.
+
+    ``Info("build", "Build information").info({"version": "1.2.3", "commit": "abc"})`` exposes
+    ``build_info{commit="abc",version="1.2.3"} 1.0`` (type ``gauge`` in text 0.0.4, ``info`` in
+    OpenMetrics). ``info()`` replaces the pairs; before it, the sample has only the metric's
+    labels. Keys must be label names not among ``labelnames``; values are converted with
+    ``str()`` (``None`` is refused) and cut at 256 characters, at most 64 keys.
+    """
+
+    _type = MetricType.INFO
+
+    def __init__(  # noqa: PLR0917 -- prometheus_client's positional order, for drop-in use
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = REGISTRY,
+        *,
+        max_series: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        _no_unit("info", name, unit)
+        labelnames = tuple(labelnames)  # read twice: a generator would be empty the second time
+        self._labelname_set = frozenset(labelnames)
+        super().__init__(
+            name,
+            documentation,
+            labelnames,
+            namespace,
+            subsystem,
+            unit,
+            registry,
+            max_series=max_series,
+            clock=clock,
+        )
+
+    def family_names(self) -> tuple[str, ...]:
+        # The sample name is taken too: a Gauge "build_info" would expose the same series.
+        return (self._name, self._name + "_info")
+
+    def _new_child(self) -> InfoValue:
+        return InfoValue(self._name, self._labelname_set, MAX_LABEL_VALUE_CHARS)
+
+    def _bind_root(self, child: InfoValue) -> None:
+        self.info = child.info  # type: ignore[method-assign]
+        self.get = child.get  # type: ignore[method-assign]
+
+    def info(self, val: Mapping[str, object]) -> None:
+        """Set the key-value pairs of an unlabelled info (labelled ones go through ``labels()``)."""
+        self._require_root("set info of")
+
+    def get(self) -> dict[str, str]:
+        """The current key-value pairs of an unlabelled info."""
+        self._require_root("read")
+        return {}
+
+    def _samples(self) -> list[Sample]:
+        name = self._name + "_info"
+        # Labels sorted, as prometheus_client writes them (both text formats).
+        return [
+            Sample(name, dict(sorted({**labels, **child._value}.items())), 1.0)
+            for labels, child in self._items()
+        ]
+
+
+class Enum(Metric):
+    """Which one of a fixed set of states is current, as prometheus_client's Enum (a stateset).
+
+    ``Enum("task_state", "State", states=["starting", "running", "stopped"]).state("running")``
+    exposes one sample per state, ``task_state{task_state="running"} 1.0`` and 0.0 for the
+    others (type ``gauge`` in text 0.0.4, ``stateset`` in OpenMetrics). The first state is
+    current until ``state()`` is called. The metric's name is also the state label's name, so it
+    must be a valid label name and not one of ``labelnames``; states are distinct strings.
+    """
+
+    _type = MetricType.STATESET
+
+    def __init__(  # noqa: PLR0917 -- prometheus_client's positional order, for drop-in use
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = REGISTRY,
+        *,
+        states: Sequence[str] | None = None,
+        max_series: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        _no_unit("enum", name, unit)
+        labelnames = tuple(labelnames)
+        full = "_".join(part for part in (namespace, subsystem, name) if part)
+        if full in labelnames:
+            raise MetricDefinitionError(
+                f"cannot define enum {full!r}: its name is also one of its label names"
+            )
+        if not _LABEL_NAME_STATE.match(full) or full.startswith("__"):
+            raise MetricDefinitionError(
+                f"cannot define enum {full!r}: its name labels the state, so it must be a valid label name"
+            )
+        if not states:
+            raise MetricDefinitionError(f"cannot define enum {full!r}: no states provided")
+        if isinstance(states, str) or not all(isinstance(s, str) for s in states):
+            raise MetricDefinitionError(f"cannot define enum {full!r}: states must be a sequence of strings")
+        self._states = tuple(states)
+        if len(set(self._states)) != len(self._states):
+            raise MetricDefinitionError(f"cannot define enum {full!r}: duplicate states in {self._states!r}")
+        self._positions = {s: i for i, s in enumerate(self._states)}
+        super().__init__(
+            name,
+            documentation,
+            labelnames,
+            namespace,
+            subsystem,
+            unit,
+            registry,
+            max_series=max_series,
+            clock=clock,
+        )
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return self._states
+
+    def _new_child(self) -> EnumValue:
+        return EnumValue(self._name, self._states, self._positions)
+
+    def _bind_root(self, child: EnumValue) -> None:
+        self.state = child.state  # type: ignore[method-assign]
+        self.get = child.get  # type: ignore[method-assign]
+
+    def state(self, state: str) -> None:
+        """Set the current state of an unlabelled enum (labelled ones go through ``labels()``)."""
+        self._require_root("set state of")
+
+    def get(self) -> str:
+        """The current state of an unlabelled enum."""
+        self._require_root("read")
+        return ""
+
+    def _samples(self) -> list[Sample]:
+        name, states = self._name, self._states
+        out: list[Sample] = []
+        for labels, child in self._items():
+            current = child._index
+            for i, s in enumerate(states):
+                # Labels sorted, as prometheus_client writes them (both text formats).
+                sample_labels = dict(sorted({**labels, name: s}.items()))
+                out.append(Sample(name, sample_labels, 1.0 if i == current else 0.0))
         return out

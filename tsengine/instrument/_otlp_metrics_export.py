@@ -9,7 +9,8 @@ tsengine's ``/v1/metrics`` and by any OpenTelemetry collector's OTLP/HTTP receiv
 The mapping (cumulative temporality throughout, start time = when the exporter was attached):
 
 * a counter → a monotonic cumulative **Sum** named like its exposed sample (``orders_total``);
-* a gauge → a **Gauge**;
+* a gauge → a **Gauge**; an info and an enum (stateset) → a **Gauge** per sample
+  (``build_info`` = 1 with the pairs as attributes; ``task_state`` = 1/0 per state);
 * a histogram (and a ``TIMER``) → a cumulative **Histogram** with explicit bounds (``+Inf``
   implied), per-bucket counts, count and sum;
 * a summary → a **Summary** with count and sum (no quantiles, as the metric has none);
@@ -157,13 +158,17 @@ class OtlpMetricsExporter(HttpExporter):
         return batch.body
 
 
+#: Kinds whose every sample is one point (OTLP has no info or stateset: they go as gauges).
+_ONE_POINT_PER_SAMPLE = (MetricType.COUNTER, MetricType.GAUGE, MetricType.INFO, MetricType.STATESET)
+
+
 def family_points(fam: MetricFamily, *, start_ns: int, time_ns: int) -> list[Point]:
     """The OTLP data points of one family snapshot (Prometheus-shaped samples regrouped)."""
     kind = fam.type
     doc, unit = fam.documentation, fam.unit
     out: list[Point] = []
-    if kind in (MetricType.COUNTER, MetricType.GAUGE):
-        otlp_kind = "sum" if kind is MetricType.COUNTER else "gauge"
+    if kind in _ONE_POINT_PER_SAMPLE:
+        otlp_kind = "sum" if kind is MetricType.COUNTER else "gauge"  # info and stateset: gauges
         for s in fam.samples:
             value = float(s.value)
             if math.isfinite(value):

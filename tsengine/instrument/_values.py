@@ -14,9 +14,10 @@ recording too. Values are kept while off and updates resume when switched back o
 
 from __future__ import annotations
 
+import re
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,10 +25,13 @@ from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
 from tsengine.instrument._timer import Timer
 
 __all__ = [
+    "MAX_INFO_KEYS",
     "CounterValue",
+    "EnumValue",
     "ExceptionTypes",
     "GaugeValue",
     "HistogramValue",
+    "InfoValue",
     "SummaryValue",
     "switch_value",
 ]
@@ -171,6 +175,85 @@ class SummaryValue:
         return Timer(self, clock=self._clock)
 
 
+#: Most key-value pairs one ``Info.info()`` may carry: each is a label on every scrape.
+MAX_INFO_KEYS = 64
+_LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+def _check_info(
+    metric: str, labelnames: frozenset[str], max_chars: int, val: Mapping[str, object]
+) -> dict[str, str]:
+    """Validate ``Info.info()``'s mapping; return it with values as (truncated) strings.
+
+    Keys must be label names (not ``__``-prefixed) distinct from the metric's label names;
+    values must not be None (prometheus_client's rules, plus the label-name syntax it leaves to
+    the scraper). Raises ValueError naming the metric and the offending key.
+    """
+    if not isinstance(val, Mapping):
+        raise ValueError(f"cannot set info of {metric}: expected a mapping, got {type(val).__name__}")
+    if len(val) > MAX_INFO_KEYS:
+        raise ValueError(f"cannot set info of {metric}: {len(val)} keys, at most {MAX_INFO_KEYS}")
+    out: dict[str, str] = {}
+    for key, value in val.items():
+        if not isinstance(key, str) or not _LABEL_NAME_RE.match(key) or key.startswith("__"):
+            raise ValueError(f"cannot set info of {metric}: key {key!r} is not a valid label name")
+        if key in labelnames:
+            raise ValueError(f"cannot set info of {metric}: key {key!r} overlaps its label names")
+        if value is None:
+            raise ValueError(f"cannot set info of {metric}: value of {key!r} is None")
+        out[key] = str(value)[:max_chars]
+    return out
+
+
+class InfoValue:
+    """One label set's key-value pairs (``Info``), exposed as labels of a sample fixed at 1."""
+
+    __slots__ = ("_labelnames", "_max_chars", "_metric", "_value")
+
+    def __init__(self, metric: str, labelnames: frozenset[str], max_chars: int) -> None:
+        self._metric = metric
+        self._labelnames = labelnames
+        self._max_chars = max_chars
+        self._value: dict[str, str] = {}
+
+    def info(self, val: Mapping[str, object]) -> None:
+        """Replace the key-value pairs. Thread-safe: a new dict is built, then swapped in at once."""
+        self._value = _check_info(self._metric, self._labelnames, self._max_chars, val)
+
+    def get(self) -> dict[str, str]:
+        """A copy of the current key-value pairs."""
+        return dict(self._value)
+
+
+class EnumValue:
+    """Which of a fixed list of states is current (``Enum``), the first one until ``state()``."""
+
+    __slots__ = ("_index", "_metric", "_positions", "_states")
+
+    def __init__(self, metric: str, states: tuple[str, ...], positions: dict[str, int]) -> None:
+        self._metric = metric
+        self._states = states
+        self._positions = positions  # state -> index, shared by every child of the metric
+        self._index = 0
+
+    def state(self, state: str) -> None:
+        """Make ``state`` the current one; ValueError if it is not one of the declared states.
+
+        Thread-safe: one dict probe and one attribute store (atomic under the GIL).
+        """
+        try:
+            index = self._positions.get(state)
+        except TypeError:  # unhashable: certainly not a declared state
+            index = None
+        if index is None:
+            raise ValueError(f"cannot set state of {self._metric}: {state!r} is not one of {self._states!r}")
+        self._index = index
+
+    def get(self) -> str:
+        """The current state."""
+        return self._states[self._index]
+
+
 class _GaugeSetter:
     """``observe(seconds)`` setting a gauge child, looked up on each call (see ``switch_value``)."""
 
@@ -233,11 +316,27 @@ class OffSummaryValue(SummaryValue):
         return None
 
 
+class OffInfoValue(InfoValue):
+    __slots__ = ()
+
+    def info(self, val: Mapping[str, object]) -> None:
+        return None
+
+
+class OffEnumValue(EnumValue):
+    __slots__ = ()
+
+    def state(self, state: str) -> None:
+        return None
+
+
 _OFF: dict[type, type] = {
     CounterValue: OffCounterValue,
     GaugeValue: OffGaugeValue,
     HistogramValue: OffHistogramValue,
     SummaryValue: OffSummaryValue,
+    InfoValue: OffInfoValue,
+    EnumValue: OffEnumValue,
 }
 _ON: dict[type, type] = {off: on for on, off in _OFF.items()}
 

@@ -21,8 +21,10 @@ from tsengine.instrument import (
     CONTENT_TYPE_OPENMETRICS,
     CollectorRegistry,
     Counter,
+    Enum,
     Gauge,
     Histogram,
+    Info,
     Summary,
     generate_latest,
     generate_openmetrics,
@@ -45,6 +47,10 @@ def populated(registry: CollectorRegistry) -> CollectorRegistry:
     h.labels("/a").observe(3)
     Gauge("weird_values", "Special floats.", ["k"], registry=registry).labels("inf").set(math.inf)
     Summary("payload_bytes", "Payload sizes.", registry=registry).observe(512)
+    Info("build", "Build information.", registry=registry).info({"version": "1.2.3", "commit": "abc"})
+    Enum("task_state", "Task state.", ["task"], registry=registry, states=["idle", "busy"]).labels("t").state(
+        "busy"
+    )
     return registry
 
 
@@ -69,6 +75,9 @@ def test_text_parses_back_to_the_same_values(populated: CollectorRegistry) -> No
     assert lat[("latency_seconds_bucket", "+Inf")] == 2.0
     assert lat[("latency_seconds_count", None)] == 2.0
     assert fams["weird_values"].samples[0].value == math.inf
+    assert fams["build_info"].type == "gauge"  # 0.0.4 has no info or stateset type
+    assert fams["build_info"].samples[0].labels == {"commit": "abc", "version": "1.2.3"}
+    assert {s.labels["task_state"]: s.value for s in fams["task_state"].samples} == {"idle": 0.0, "busy": 1.0}
     assert fams["payload_bytes"].type == "summary"
     assert {s.name: s.value for s in fams["payload_bytes"].samples} == {
         "payload_bytes_count": 1.0,
@@ -82,6 +91,7 @@ def test_openmetrics_parses(populated: CollectorRegistry) -> None:
     fams = {f.name: f for f in parse_openmetrics(text)}
     assert fams["http_requests"].type == "counter"
     assert fams["latency_seconds"].type == "histogram"
+    assert fams["build"].type == "info" and fams["task_state"].type == "stateset"
     assert {s.value for s in fams["http_requests"].samples} == {3.0, 1.0}
 
 
@@ -135,6 +145,7 @@ def test_json_export(populated: CollectorRegistry) -> None:
     assert by_name["http_requests"]["type"] == "counter"
     assert by_name["weird_values"]["samples"][0]["value"] == "+Inf"
     assert by_name["latency_seconds"]["type"] == "histogram"
+    assert (by_name["build"]["type"], by_name["task_state"]["type"]) == ("info", "stateset")
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
