@@ -28,22 +28,33 @@ def rows(result: otlp_traces.SpanBatch) -> list[list[object]]:
 
 def workers(exclude: set[int]) -> list[psutil.Process]:
     """Decoding processes (spawned pool workers) among this process's children, not in ``exclude``."""
-    return [
-        p
-        for p in psutil.Process().children()
-        if p.pid not in exclude and "spawn_main" in " ".join(p.cmdline())
-    ]
+    found = []
+    for p in psutil.Process().children():
+        try:
+            if p.pid not in exclude and "spawn_main" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.NoSuchProcess:  # exited while we looked: not a live worker
+            continue
+    return found
 
 
 def decode(decoder: SpanDecoder, body: bytes = BODY) -> otlp_traces.SpanBatch:
     return decoder.decode(body, content_type=PROTOBUF, db="d", max_tag_bytes=256)
 
 
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie); a process reaped while we look is gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_gone(pids: set[int], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+    while any(_alive(p) for p in pids):
         assert time.monotonic() < deadline, f"processes {pids} still alive"
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling another process's exit: nothing to wait on
 
 
 def test_child_and_inline_decoding_agree_and_a_dead_child_is_replaced() -> None:
