@@ -144,14 +144,8 @@ def _readback(eng: Any, ds: Dataset) -> dict[str, Any]:
 
 
 def bench(mode: tsbs.Mode, *, hosts: int, duration_s: int, work_dir: Path) -> dict[str, Any]:
-    """Measure tsengine on one value mode; see the module docstring.
-
-    Returns ``{"available": False, "reason": ...}`` when ``tsengine.Engine`` cannot be imported.
-    """
-    try:
-        from tsengine import Engine
-    except (ImportError, AttributeError) as exc:
-        return {"available": False, "reason": f"tsengine.Engine not available yet: {exc}"}
+    """Measure tsengine on one value mode; see the module docstring."""
+    from tsengine import Engine
 
     batches: list[Batch] = list(tsbs.generate(mode, hosts=hosts, duration_s=duration_s))
     ds = Dataset.from_batches(batches, hosts=hosts)

@@ -147,10 +147,9 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Applic
     app.cleanup_ctx.append(_process_sampler)
     app.cleanup_ctx.append(_span_decoder)
     app.on_shutdown.append(_mark_draining)
-    for group in (influx, prometheus, otlp, imports, sql, federate, health, metrics, tasks, traces, events):
+    groups = (influx, prometheus, otlp, imports, sql, federate, health, metrics, tasks, traces, events, logs)
+    for group in (*groups, dashboard):  # dashboard: GET /, the dashboard page
         app.router.add_routes(group.ROUTES)
-    app.router.add_routes(logs.ROUTES)
-    app.router.add_routes(dashboard.ROUTES)  # GET /: the dashboard page
     storage_lifecycle.install(app)  # the cleanup task, retention/storage admin routes
     install_analysis(app)  # the analysis tasks and the report routes (server.analysis)
     setup_alerting(app)  # the alert_evaluation task, the rule/alert/silence routes (server.alerting)

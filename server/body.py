@@ -14,7 +14,8 @@ the gzip trailer); :func:`read_body` notices, bounds the inflated size while rea
 :func:`decode_body` then has nothing left to do.
 
 Encodings the server does not decode (``snappy`` for remote write) are left to the route, which
-names them in ``passthrough``; any other one is a 415.
+names them in ``passthrough``; any other one is a 415. :func:`otlp_content_type` is the
+``Content-Type`` check the three OTLP/HTTP routes share (415 for anything but protobuf or JSON).
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from aiohttp.web_protocol import RequestPayloadError
 from server.errors import BodyTooLarge
 from tsengine.errors import InvalidInput, ParseError
 
-__all__ = ["BrokenBody", "RawBody", "UnsupportedMediaType", "decode_body", "read_body"]
+__all__ = ["BrokenBody", "RawBody", "UnsupportedMediaType", "decode_body", "otlp_content_type", "read_body"]
+
+#: What an OTLP/HTTP route accepts: binary protobuf (under either name) or JSON.
+_OTLP_PROTOBUF = "application/x-protobuf"
+_OTLP_JSON = "application/json"
+_OTLP_TYPES = (_OTLP_PROTOBUF, "application/protobuf", _OTLP_JSON)
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -44,6 +50,17 @@ class BrokenBody(ParseError):
     """The body stream failed (corrupt compressed data); the connection is closed after the 400."""
 
     close_connection = True
+
+
+def otlp_content_type(request: web.Request, signal: str) -> str:
+    """The request's OTLP ``Content-Type``, or UnsupportedMediaType naming ``signal`` ("traces")."""
+    content_type = request.content_type
+    if content_type not in _OTLP_TYPES:
+        raise UnsupportedMediaType(
+            f"cannot decode OTLP {signal}: Content-Type {content_type!r} is not {_OTLP_PROTOBUF} or "
+            f"{_OTLP_JSON}"
+        )
+    return content_type
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ self-metrics and maps what a handler raises:
   → the same status with a JSON body, keeping its headers (``Allow``);
 * anything else → logged with its traceback, answered with a JSON 500 that carries no
   traceback. This is the only broad ``except`` of the server.
+
+On the OTLP routes (:data:`OTLP_ROUTES`) the same errors are answered with the
+``google.rpc.Status`` OTLP/HTTP specifies (``code``, ``message``), protobuf or JSON like the
+request, with the same status and headers.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -52,27 +57,6 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def otlp_status(response: web.Response, request: web.Request) -> web.Response:
-    """``response`` (a JSON error) re-encoded as the ``google.rpc.Status`` OTLP/HTTP expects."""
-    try:
-        message = str(orjson.loads(response.body).get("message", ""))  # type: ignore[arg-type]
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        message = response.reason or ""
-    code = _GRPC_CODES.get(response.status, 13 if response.status >= 500 else 3)
-    headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
-    if request.content_type == "application/json":
-        body = orjson.dumps({"code": code, "message": message})
-        content_type = "application/json"
-    else:
-        text = message.encode()
-        body = b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
-        content_type = "application/x-protobuf"
-    out = web.Response(status=response.status, body=body, content_type=content_type, headers=headers)
-    if response.keep_alive is False:
-        out.force_close()
-    return out
-
-
 class BodyTooLarge(LimitExceeded):
     """A request body, as sent or once decompressed, is larger than the server takes (HTTP 413)."""
 
@@ -85,29 +69,40 @@ class ServiceUnavailable(Overloaded):
     http_status = 503
 
 
-def error_response(err: TsengineError) -> web.Response:
-    """The JSON answer for a deliberate error."""
+def _answer(
+    request: web.Request, status: int, body: dict[str, Any], headers: dict[str, str], *, otlp: bool
+) -> web.Response:
+    """The error answer: the JSON ``body``, or on an OTLP route the ``google.rpc.Status`` of its
+    message (protobuf, or JSON ``{"code", "message"}`` for a JSON request)."""
+    if not otlp:
+        return web.Response(
+            status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+        )
+    code = _GRPC_CODES.get(status, 13 if status >= 500 else 3)
+    message = str(body.get("message", ""))
+    if request.content_type == "application/json":
+        return web.json_response({"code": code, "message": message}, status=status, headers=headers)
+    text = message.encode()
+    status_pb = b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text  # Status{code=1, message=2}
+    return web.Response(status=status, body=status_pb, content_type="application/x-protobuf", headers=headers)
+
+
+def error_response(err: TsengineError, request: web.Request, *, otlp: bool = False) -> web.Response:
+    """The answer for a deliberate error."""
     headers = {}
     if isinstance(err, Overloaded):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
     elif isinstance(err, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="tsengine"'
-    return web.Response(
-        status=err.http_status,
-        body=orjson.dumps(err.to_dict()),
-        content_type="application/json",
-        headers=headers,
-    )
+    return _answer(request, err.http_status, err.to_dict(), headers, otlp=otlp)
 
 
-def _http_exception_response(exc: web.HTTPException) -> web.Response:
+def _http_exception_response(exc: web.HTTPException, request: web.Request, *, otlp: bool) -> web.Response:
     headers = {
         k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")
     }
     body = {"error": exc.__class__.__name__.removeprefix("HTTP"), "message": exc.text or exc.reason}
-    return web.Response(
-        status=exc.status, body=orjson.dumps(body), content_type="application/json", headers=headers
-    )
+    return _answer(request, exc.status, body, headers, otlp=otlp)
 
 
 @web.middleware
@@ -116,27 +111,21 @@ async def boundary_middleware(request: web.Request, handler: Handler) -> web.Str
     resource = request.match_info.route.resource
     # The route's pattern, not the path: unmatched paths must not grow the label set.
     route = resource.canonical if resource is not None else "unmatched"
+    otlp = route in OTLP_ROUTES
     try:
         response = await handler(request)
     except TsengineError as err:
-        response = error_response(err)
+        response = error_response(err, request, otlp=otlp)
         if getattr(err, "close_connection", False):
             response.force_close()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = _http_exception_response(exc)
+        response = _http_exception_response(exc, request, otlp=otlp)
     except Exception:  # the request boundary: log the traceback, never send it
         log.exception("cannot answer %s %s: unexpected error", request.method, request.path)
-        response = web.Response(
-            status=500,
-            body=orjson.dumps(
-                {"error": "InternalError", "message": "cannot answer: internal error, see the server log"}
-            ),
-            content_type="application/json",
-        )
-    if response.status >= 400 and route in OTLP_ROUTES and isinstance(response, web.Response):
-        response = otlp_status(response, request)
+        body = {"error": "InternalError", "message": "cannot answer: internal error, see the server log"}
+        response = _answer(request, 500, body, {}, otlp=otlp)
     metrics = request.app[METRICS_KEY]
     method = request.method if request.method in _METHODS else "other"  # any token is a method
     metrics.http_requests.labels(route, method, str(response.status)).inc()

@@ -196,7 +196,8 @@ class Scheduler:
     ) -> None:
         if not 0 <= jitter <= 0.5:
             raise InvalidInput(f"cannot use scheduler jitter={jitter!r}: must be 0..0.5")
-        self._executor = executor
+        #: Where synchronous task callables run; the app sets it once its pools exist.
+        self.executor = executor
         self._jitter = jitter
         self._clock = clock or SystemClock()
         self._sleep = sleep
@@ -234,14 +235,6 @@ class Scheduler:
             "When each periodic task runs next (absent for on-demand tasks).",
             ("task",), registry=r,
         )  # fmt: skip
-
-    @property
-    def executor(self) -> Executor | None:
-        return self._executor
-
-    @executor.setter
-    def executor(self, value: Executor | None) -> None:
-        self._executor = value
 
     def add(
         self, name: str, func: Callable[[], Any], interval_s: float, *, run_at_start: bool = False
@@ -348,7 +341,7 @@ class Scheduler:
                     result = await task.func()
                 else:
                     loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self._executor, task.func)
+                    result = await loop.run_in_executor(self.executor, task.func)
                 result = _jsonable(result)
             except Exception as exc:  # the task boundary: a failing task must never stop the others
                 log.exception("background task %s failed", name)

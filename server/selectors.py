@@ -44,12 +44,6 @@ class Selector:
     text: str
     matchers: tuple[Matcher, ...]
 
-    def name_matchers(self) -> tuple[Matcher, ...]:
-        return tuple(m for m in self.matchers if m.label == "__name__")
-
-    def label_matchers(self) -> tuple[Matcher, ...]:
-        return tuple(m for m in self.matchers if m.label != "__name__")
-
 
 class _Reader:
     def __init__(self, text: str) -> None:

@@ -1,4 +1,7 @@
-"""Every metric the server exposes about itself, defined here and nowhere else.
+"""The metrics the server exposes about itself: requests, ingestion, queries, engine, streams.
+
+The scheduler (:mod:`server.scheduler`), the storage lifecycle (:mod:`server.cleanup`) and
+alerting (:mod:`server.alerting.metrics`) define their own metrics in :attr:`ServerMetrics.registry`.
 
 In: counts and timings from the request boundary, the ingestion routes and the SQL route;
 engine statistics copied in by :meth:`ServerMetrics.refresh_engine` (called off the event loop

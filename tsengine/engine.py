@@ -674,11 +674,11 @@ class Engine:
 
     def _snapshot_table(self, db: str, st: TableState) -> TableSnapshot:
         schema = st.schema
-        dirty_hours = st.manifest.dirty_hours()
-        for c in st.buffer.chunks:
-            dirty_hours |= c.dirty_hours
-        if schema.append_only:  # never de-duplicated, so never a dedup branch in its view
-            dirty_hours = set()
+        dirty_hours: set[int] = set()
+        if not schema.append_only:  # never de-duplicated, so never a dedup branch in its view
+            dirty_hours = st.manifest.dirty_hours()
+            for c in st.buffer.chunks:
+                dirty_hours |= c.dirty_hours
         clean: list[str] = []
         dirty: list[str] = []
         for e in sorted(st.manifest.files.values(), key=lambda e: (e.file.seq, e.file.gen)):

@@ -83,8 +83,12 @@ class Notification:
         return {**labels, "severity": self.severity} if self.severity else labels
 
     def common_labels(self) -> dict[str, str]:
-        sets = [self.alert_labels(a) for a in self.alerts]
-        return {k: v for k, v in sets[0].items() if all(s.get(k) == v for s in sets[1:])} if sets else {}
+        return _common([self.alert_labels(a) for a in self.alerts])
+
+
+def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
+    """The items every one of ``dicts`` has (Alertmanager's ``commonLabels``)."""
+    return {k: v for k, v in dicts[0].items() if all(d.get(k) == v for d in dicts[1:])} if dicts else {}
 
 
 def rfc3339(ns: int | None) -> str:
@@ -110,11 +114,6 @@ def _alert_doc(n: Notification, a: Instance) -> dict[str, Any]:
 
 
 def webhook_payload(n: Notification) -> dict[str, Any]:
-    annotations = [a.annotations for a in n.alerts]
-    common_ann = (
-        {k: v for k, v in annotations[0].items() if all(x.get(k) == v for x in annotations[1:])}
-        if annotations else {}
-    )  # fmt: skip
     return {
         "version": "4",
         "kind": n.kind,
@@ -123,7 +122,7 @@ def webhook_payload(n: Notification) -> dict[str, Any]:
         "groupKey": n.group_key,
         "groupLabels": n.group_labels,
         "commonLabels": n.common_labels(),
-        "commonAnnotations": common_ann,
+        "commonAnnotations": _common([a.annotations for a in n.alerts]),
         "externalURL": n.external_url,
         "truncatedAlerts": 0,
         "alerts": [_alert_doc(n, a) for a in n.alerts],

@@ -25,9 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from server.alerting.matchers import parse_where
 from server.alerting.rules import Rule, Selector, substitute_now
 from tsengine.errors import InvalidInput, QueryError
+from tsengine.query.views import quote_ident as _q
 
 __all__ = ["AlertSource", "Sample", "compare", "evaluate_rule"]
 
@@ -62,10 +65,6 @@ def compare(value: float, op: str | None, threshold: float | None) -> bool:
     }[op]  # fmt: skip
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 _AGG_SQL = {
     "avg": "avg({x})", "max": "max({x})", "min": "min({x})", "sum": "sum({x})", "count": "count({x})",
     "last": "arg_max({x}, time)", "p50": "quantile_cont({x}, 0.5)", "p90": "quantile_cont({x}, 0.9)",
@@ -84,7 +83,7 @@ class _Plan:
     params: tuple[Any, ...]
 
 
-def _plan(source: AlertSource, db: str, sel: Selector, group_by: Sequence[str]) -> _Plan | None:
+def _plan(source: AlertSource, db: str, sel: Selector) -> _Plan | None:
     if (db, sel.table) not in set(source.tables(db)):
         return None
     schema = source.schema(sel.table, db)
@@ -134,7 +133,7 @@ def _aggregate(
     source: AlertSource, db: str, sel: Selector, group_by: Sequence[str], *, window_s: float, now_ns: int
 ) -> dict[tuple[tuple[str, str], ...], float]:
     """``{labels: value}`` of ``sel.agg`` per group over the window; empty when there is no data."""
-    plan = _plan(source, db, sel, group_by)
+    plan = _plan(source, db, sel)
     if plan is None:
         return {}
     start = now_ns - int(window_s * _NS)
@@ -143,16 +142,12 @@ def _aggregate(
     cols = _group_cols(plan, group_by)
     keys = [_q(g) for g in group_by]
     if sel.agg in ("rate", "increase"):
-        series = [_q(t) for t in plan.tags]
-        inner_keys = sorted(set(series) | {k for k in keys if k in series})
-        inner_cols = ", ".join(inner_keys)
+        # per series (every tag) first; a group-by key that is not a tag is NULL (_group_cols)
+        inner_cols = ", ".join(sorted(_q(t) for t in plan.tags))
         inc = "CASE WHEN l >= f THEN l - f ELSE l END"
         divisor = f" / {float(window_s)!r}" if sel.agg == "rate" else ""
-        outer_cols = ", ".join(
-            [_q(g) if _q(g) in inner_keys else f"NULL::VARCHAR AS {_q(g)}" for g in group_by] + [""]
-        )
         query = (
-            f"SELECT {outer_cols}sum({inc}){divisor} AS value FROM ("
+            f"SELECT {''.join(c + ', ' for c in cols)}sum({inc}){divisor} AS value FROM ("
             f"SELECT {inner_cols + ', ' if inner_cols else ''}arg_min({plan.x}, time) AS f, "
             f"arg_max({plan.x}, time) AS l FROM {_q(plan.table)} WHERE {where} AND {plan.x} IS NOT NULL"
             f"{' GROUP BY ' + inner_cols if inner_cols else ''})"
@@ -203,8 +198,6 @@ def _sql(source: AlertSource, rule: Rule, now_ns: int) -> list[Sample]:
     names = result.schema.names
     if "value" not in names:
         raise InvalidInput(f"cannot evaluate rule {rule.name!r}: the query returns no 'value' column")
-    import pyarrow as pa
-
     vtype = result.schema.field("value").type
     if not (pa.types.is_integer(vtype) or pa.types.is_floating(vtype) or pa.types.is_decimal(vtype)):
         raise InvalidInput(f"cannot evaluate rule {rule.name!r}: column 'value' is {vtype}, not numeric")
@@ -227,7 +220,7 @@ def _sql(source: AlertSource, rule: Rule, now_ns: int) -> list[Sample]:
 def _anomaly(source: AlertSource, rule: Rule, now_ns: int) -> list[Sample]:
     sel = rule.selector
     assert sel is not None, "BUG: anomaly rule without selector"
-    plan = _plan(source, rule.db, sel, rule.group_by)
+    plan = _plan(source, rule.db, sel)
     if plan is None:
         return []
     step_ns = int(rule.window_s * _NS)
@@ -299,7 +292,7 @@ def _absence(source: AlertSource, rule: Rule, now_ns: int) -> list[Sample]:
     assert sel is not None, "BUG: absence rule without selector"
     base = {"table": sel.table}
     base.update({t: m.value for t, m in parse_where(sel.where).items() if m.op == "=" and m.value})
-    plan = _plan(source, rule.db, Selector(sel.table, expr="time", where=sel.where), rule.group_by)
+    plan = _plan(source, rule.db, Selector(sel.table, expr="time", where=sel.where))
     if plan is None:
         # No table yet: an ungrouped rule fires (that table must have data); a grouped one fires
         # per group seen within ``lookback`` and knows none here (a fresh server stays quiet).

@@ -7,8 +7,9 @@ engine like any table, so SQL, retention and the Parquet files see them.
 
 Columns: ``time`` (engine clock; rows of one round are 1 ns apart so none of them merge);
 tags ``rule``, ``instance`` (the alert's id), ``event`` (``pending``, ``firing``, ``resolved``,
-``inactive``, ``acknowledged``, ``notification_sent``, ``notification_failed``, ``silenced``,
-``evaluation_failed``), ``channel``, ``kind`` (``notification``/``repeat``/``escalation``),
+``inactive``, ``acknowledged``, ``notification_sent``, ``notification_failed``,
+``evaluation_failed``, ``silence_created``, ``silence_deleted``, ``rule_changed``,
+``rule_deleted``), ``channel``, ``kind`` (``notification``/``repeat``/``escalation``),
 ``severity``; fields ``value`` (float), ``labels`` (JSON text), ``message`` (text),
 ``duration_s`` (seconds from firing to acknowledgement or resolution), ``attempts`` (integer),
 ``actor`` (who acknowledged).

@@ -268,9 +268,3 @@ class Notifier:
                 job.on_success()
             elif job.on_failure is not None:
                 job.on_failure()
-
-    async def run(self, session: aiohttp.ClientSession, jobs: list[Job], now_ns: int) -> list[Delivery]:
-        """:meth:`send` then :meth:`apply` (for callers that hold no lock across deliveries)."""
-        deliveries = await self.send(session, jobs, now_ns)
-        self.apply(jobs, deliveries)
-        return deliveries

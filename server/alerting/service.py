@@ -38,6 +38,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from importlib import resources
@@ -194,12 +195,12 @@ class AlertService:
                     self.notifier.apply(jobs, deliveries)
                     sent = [r for d in deliveries for r in self._delivery_records(d)]
                     await self._persist(sent, now + n_records)
-            self._update_gauges()
+            states = self._update_gauges()
             self.metrics.round_duration.observe(time.perf_counter() - t0)
             return {
                 **counts,
-                "pending": sum(i.state == "pending" for i in self.state.instances.values()),
-                "firing": sum(i.state == "firing" for i in self.state.instances.values()),
+                "pending": states["pending"],
+                "firing": states["firing"],
                 "notifications_sent": sum(d.ok for d in deliveries),
                 "notifications_failed": sum(not d.ok for d in deliveries),
             }
@@ -317,10 +318,17 @@ class AlertService:
             for a in n.alerts
         ]
 
-    def _update_gauges(self) -> None:
+    def _count_states(self) -> Counter[str]:
+        # list() copies the values in one step: stats() runs on a pool thread while the event
+        # loop may add or drop instances (iterating the dict itself could raise mid-way).
+        return Counter(i.state for i in list(self.state.instances.values()))
+
+    def _update_gauges(self) -> Counter[str]:
+        """Set the instances-by-state gauge; returns the counts."""
+        states = self._count_states()
         for state in ("pending", "firing", "resolved"):
-            n = sum(i.state == state for i in self.state.instances.values())
-            self.metrics.instances.labels(state).set(n)
+            self.metrics.instances.labels(state).set(states[state])
+        return states
 
     # -- alerts, acknowledgement ------------------------------------------------------------------
 
@@ -434,9 +442,8 @@ class AlertService:
     def stats(self, since_ns: int) -> dict[str, Any]:
         """Blocks (SQL): run on a pool."""
         out = self.history.stats(since_ns=since_ns)
-        out["active"] = {
-            s: sum(i.state == s for i in self.state.instances.values()) for s in ("pending", "firing")
-        }
+        states = self._count_states()
+        out["active"] = {s: states[s] for s in ("pending", "firing")}
         return out
 
 

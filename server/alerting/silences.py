@@ -15,6 +15,7 @@ most ``MAX_SILENCES`` exist at once (:mod:`server.alerting.service`).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -23,26 +24,34 @@ from server.alerting.matchers import Matcher, parse_matchers
 from server.alerting.rules import parse_duration
 from tsengine.errors import InvalidInput
 
-__all__ = ["parse_silence", "silence_state", "silencing"]
+__all__ = ["epoch_ns", "parse_silence", "silence_state", "silencing"]
 
 _NS = 1_000_000_000
 
 
-def _time_ns(raw: Any, key: str) -> int:
+def epoch_ns(raw: Any) -> int | None:
+    """Epoch seconds (a finite number) or an RFC 3339 string (UTC when it names no zone) as
+    epoch nanoseconds; None when ``raw`` is neither. Also reads the history API's ``start``/``end``."""
     if isinstance(raw, bool):
-        raise InvalidInput(f"cannot create silence: {key} must be epoch seconds or RFC 3339, got {raw!r}")
+        return None
     if isinstance(raw, int | float):
-        return int(raw * _NS)
-    if isinstance(raw, str):
-        try:
-            parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.UTC)
-            return int(parsed.timestamp() * _NS)
-    raise InvalidInput(f"cannot create silence: {key} must be epoch seconds or RFC 3339, got {raw!r}")
+        return int(raw * _NS) if math.isfinite(raw) else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * _NS)
+
+
+def _time_ns(raw: Any, key: str) -> int:
+    ns = epoch_ns(raw)
+    if ns is None:
+        raise InvalidInput(f"cannot create silence: {key} must be epoch seconds or RFC 3339, got {raw!r}")
+    return ns
 
 
 #: Alertmanager's ``POST /api/v2/silences`` keys and ours.

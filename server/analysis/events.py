@@ -136,11 +136,7 @@ def _security(engine: AnalysisEngine, s: EventSettings, src: Source, now: int) -
         f"WITH ev AS ({base}) {' UNION ALL '.join(branches)} "
         f"ORDER BY count DESC, kind, subject LIMIT {s.max_series}"
     )
-    rows = engine.sql(text, db=src.db).to_pylist()
-    for r in rows:
-        r["threshold"] = s.auth_failure_threshold
-        r["window_s"] = s.auth_window_s
-    return rows
+    return _rows(engine, text, src, threshold=s.auth_failure_threshold, window_s=s.auth_window_s)
 
 
 def _count_attr(src: Source) -> str:
@@ -167,10 +163,7 @@ def _activity(engine: AnalysisEngine, s: EventSettings, src: Source, now: int) -
         f"WHERE {where} AND {user} IS NOT NULL GROUP BY ALL ORDER BY count(*) DESC, 2 LIMIT {s.top_users}) "
         f"ORDER BY metric, value DESC, item LIMIT {s.max_series}"
     )
-    rows = engine.sql(text, db=src.db).to_pylist()
-    for r in rows:
-        r["window_s"] = s.window_s
-    return rows
+    return _rows(engine, text, src, window_s=s.window_s)
 
 
 def _features(engine: AnalysisEngine, s: EventSettings, src: Source, now: int) -> list[dict[str, Any]]:
@@ -185,7 +178,9 @@ def _features(engine: AnalysisEngine, s: EventSettings, src: Source, now: int) -
         f"FROM ({deltas}) WHERE inc IS NOT NULL AND t > {now - window_ns} GROUP BY ALL "
         f"ORDER BY value DESC, item LIMIT {s.max_series}"
     )
-    rows = engine.sql(text, db=src.db).to_pylist()
-    for r in rows:
-        r["window_s"] = s.window_s
-    return rows
+    return _rows(engine, text, src, window_s=s.window_s)
+
+
+def _rows(engine: AnalysisEngine, text: str, src: Source, **settings: Any) -> list[dict[str, Any]]:
+    """The query's rows, each with the ``settings`` it was computed under (threshold, window)."""
+    return [{**r, **settings} for r in engine.sql(text, db=src.db).to_pylist()]

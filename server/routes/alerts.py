@@ -20,15 +20,16 @@ Handlers parse and answer; the work is :class:`server.alerting.service.AlertServ
 
 from __future__ import annotations
 
-import datetime as dt
+import math
 from typing import Any
 
 import orjson
 import yaml
 from aiohttp import web
 
+from server.alerting.silences import epoch_ns
 from server.auth import requires
-from server.body import read_body
+from server.body import decode_body, read_body
 from server.keys import ALERTING_KEY, run_blocking
 from tsengine.errors import InvalidInput, ParseError
 
@@ -46,7 +47,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 async def _document(request: web.Request, what: str) -> Any:
-    raw = (await read_body(request, _MAX_BODY)).data
+    raw = decode_body(await read_body(request, _MAX_BODY), _MAX_BODY)
     if request.content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
         try:
             return yaml.safe_load(raw)
@@ -66,8 +67,8 @@ def _seconds(request: web.Request, key: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise InvalidInput(f"cannot read query parameter {key}={raw!r}: not a number of seconds") from None
-    if value < 0:
-        raise InvalidInput(f"cannot read query parameter {key}={raw!r}: must be >= 0")
+    if not 0 <= value < math.inf:
+        raise InvalidInput(f"cannot read query parameter {key}={raw!r}: must be a finite number >= 0")
     return value
 
 
@@ -75,18 +76,14 @@ def _time_ns(request: web.Request, key: str) -> int:
     """A query parameter as epoch seconds or RFC 3339 (``2026-11-27T10:00:00Z``)."""
     raw = request.query[key]
     try:
-        return int(float(raw) * _NS)
+        ns = epoch_ns(float(raw))
     except ValueError:
-        pass
-    try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        ns = epoch_ns(raw)
+    if ns is None:
         raise InvalidInput(
             f"cannot read query parameter {key}={raw!r}: not epoch seconds or an RFC 3339 time"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp() * _NS)
+        )
+    return ns
 
 
 # -- rules ---------------------------------------------------------------------------------------

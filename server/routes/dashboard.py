@@ -17,11 +17,11 @@ import functools
 from importlib import resources
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from server.auth import requires
 from server.keys import ENGINE_KEY, run_blocking
+from server.routes import json_response
 from tsengine.errors import NotFound
 from tsengine.model import validate_db
 
@@ -73,7 +73,7 @@ async def tables(request: web.Request) -> web.StreamResponse:
     if db is not None:
         validate_db(db)
     found = await run_blocking(request, "control", _tables, request.app[ENGINE_KEY], db)
-    return web.Response(body=orjson.dumps({"tables": found}), content_type="application/json")
+    return json_response({"tables": found})
 
 
 ROUTES = [web.get("/", dashboard), web.get("/api/v1/tables", tables)]

@@ -34,10 +34,11 @@ from server.auth import requires
 from server.body import UnsupportedMediaType
 from server.ingest import ingest
 from server.keys import ENGINE_KEY, EVENT_HUB_KEY, METRICS_KEY, run_blocking
-from server.tracing.hub import KEEPALIVE_S, Hub, serve_stream
-from server.tracing.params import parse_limit, time_range
+from server.routes import json_response
+from server.tracing.hub import Hub, serve_stream
+from server.tracing.params import parse_db, parse_limit, time_range
 from tsengine.errors import InvalidInput
-from tsengine.model import TableBatch, validate_db
+from tsengine.model import TableBatch
 from tsengine.protocols._events import CATEGORIES, CONTEXT_IDS, EVENTS_TABLE, SEVERITIES, parse_json
 
 __all__ = ["ROUTES", "EventFilter", "encode_events", "make_hub", "publish"]
@@ -46,16 +47,6 @@ PROTOCOL = "events"
 _ACCEPTED = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl")
 MAX_LIMIT = 1000
 _COLUMNS = ("service", "category", "severity", "name", "id", "message", "attributes", *CONTEXT_IDS)
-
-
-def _json(data: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
-def _db(request: web.Request) -> str:
-    db = request.query.get("db") or "default"
-    validate_db(db)
-    return db
 
 
 def _min_severity(value: str | None) -> str | None:
@@ -141,17 +132,18 @@ async def post_events(request: web.Request) -> web.StreamResponse:
         )
     app = request.app
     engine = app[ENGINE_KEY]
-    db = _db(request)
+    db = parse_db(request.query)
     parsed: list[TableBatch] = []
 
     def parse(body: bytes) -> list[TableBatch]:  # on an ingest worker
         batch = parse_json(body, content_type=content_type, db=db, now_ns=engine.clock.now_ns())
-        parsed.extend([batch] if batch is not None else [])
+        if batch is not None:
+            parsed.append(batch)
         return parsed
 
     def respond() -> web.StreamResponse:  # after the engine acknowledged the write
         publish(app, parsed)
-        return _json({"written": sum(b.num_rows for b in parsed)})
+        return json_response({"written": sum(b.num_rows for b in parsed)})
 
     return await ingest(request, PROTOCOL, parse, response=respond)
 
@@ -175,9 +167,7 @@ def _search(
         f"SELECT epoch_ns(time) AS time_ns, {select} FROM {EVENTS_TABLE} WHERE {where} "
         f"ORDER BY time DESC LIMIT {int(limit)}"
     )
-    table = engine.sql(sql, params, db=db)
-    columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    rows = [{name: values[i] for name, values in columns.items()} for i in range(table.num_rows)]
+    rows: list[dict[str, Any]] = engine.sql(sql, params, db=db).to_pylist()
     for row in rows:
         if isinstance(row["attributes"], str):
             with contextlib.suppress(orjson.JSONDecodeError):
@@ -189,7 +179,7 @@ def _search(
 async def get_events(request: web.Request) -> web.StreamResponse:
     q = request.query
     engine = request.app[ENGINE_KEY]
-    db = _db(request)
+    db = parse_db(request.query)
     start, end = time_range(q, engine.clock.now_ns())
     limit = parse_limit(q.get("limit"), default=100, maximum=MAX_LIMIT)
     # Values are bound parameters; only the column names (fixed here) are part of the SQL text.
@@ -214,13 +204,13 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         filtered.add("message")
     search = functools.partial(_search, filtered=filtered, limit=limit)
     rows = await run_blocking(request, "query", search, engine, db, conds, params)
-    return _json({"start_ns": start, "end_ns": end, "events": rows})
+    return json_response({"start_ns": start, "end_ns": end, "events": rows})
 
 
 @requires("read", query_credentials=True)
 async def stream(request: web.Request) -> web.StreamResponse:
     events_filter = EventFilter(
-        db=_db(request),
+        db=parse_db(request.query),
         service=request.query.get("service") or None,
         category=_category(request.query.get("category")),
         min_severity=_min_severity(request.query.get("severity")),
@@ -232,7 +222,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
         events_filter,
         clients=metrics.event_stream_clients,
         dropped=metrics.event_stream_dropped,
-        keepalive_s=KEEPALIVE_S,
     )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from server.keys import (
@@ -29,18 +28,15 @@ from server.keys import (
     STARTED_KEY,
     run_blocking,
 )
+from server.routes import json_response
 
 __all__ = ["ROUTES"]
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
-
-
 async def health(request: web.Request) -> web.StreamResponse:
     if request.app[DRAINING_KEY].is_set():
-        return _json({"status": "draining"}, status=503)
-    return _json({"status": "ok"})
+        return json_response({"status": "draining"}, status=503)
+    return json_response({"status": "ok"})
 
 
 def engine_state(engine: Any) -> dict[str, Any]:
@@ -81,7 +77,7 @@ async def telemetry(request: web.Request) -> web.StreamResponse:
         alerts = {s: states.count(s) for s in ("pending", "firing", "resolved")}
     sm = app[METRICS_KEY]
     process = sm.process
-    return _json(
+    return json_response(
         {
             "status": "draining" if app[DRAINING_KEY].is_set() else "ok",
             "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),

@@ -30,6 +30,7 @@ from server.body import UnsupportedMediaType
 from server.errors import BodyTooLarge
 from server.ingest import ingest
 from server.keys import CONFIG_KEY
+from server.results import ARROW_STREAM
 from server.routes import events
 from tsengine.errors import InvalidInput, ParseError
 from tsengine.model import TableBatch
@@ -37,7 +38,6 @@ from tsengine.model import TableBatch
 __all__ = ["ARROW_STREAM", "ROUTES", "parse_arrow", "parse_columnar", "parse_ndjson"]
 
 PROTOCOL = "import"
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 _NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
 _KEYS = frozenset({"table", "time", "tags", "fields", "db"})
 DEFAULT_MAX_ARROW_BYTES = 128 * 1024 * 1024

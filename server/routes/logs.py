@@ -13,32 +13,25 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.auth import requires
-from server.body import UnsupportedMediaType
+from server.body import otlp_content_type
 from server.ingest import ingest
 from server.keys import CONFIG_KEY, ENGINE_KEY
 from server.routes.events import publish
-from tsengine.model import TableBatch, validate_db
+from server.tracing.params import parse_db
+from tsengine.model import TableBatch
 from tsengine.protocols import otlp_logs
 
 __all__ = ["ROUTES"]
 
 PROTOCOL = "otlp_logs"
-_JSON = otlp_logs.CONTENT_TYPE_JSON
-_PROTOBUF = otlp_logs.CONTENT_TYPE_PROTOBUF
-_ACCEPTED = (_PROTOBUF, "application/protobuf", _JSON)
 
 
 @requires("write")
 async def export(request: web.Request) -> web.StreamResponse:
-    content_type = request.content_type
-    if content_type not in _ACCEPTED:
-        raise UnsupportedMediaType(
-            f"cannot decode OTLP logs: Content-Type {content_type!r} is not {_PROTOBUF} or {_JSON}"
-        )
+    content_type = otlp_content_type(request, "logs")
     app = request.app
     engine, config = app[ENGINE_KEY], app[CONFIG_KEY]
-    db = request.query.get("db") or "default"
-    validate_db(db)
+    db = parse_db(request.query)
     decoded: list[otlp_logs.LogBatch] = []
 
     def parse(body: bytes) -> list[TableBatch]:  # on an ingest worker

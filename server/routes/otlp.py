@@ -13,7 +13,7 @@ import functools
 from aiohttp import web
 
 from server.auth import requires
-from server.body import UnsupportedMediaType
+from server.body import otlp_content_type
 from server.ingest import ingest
 from tsengine.protocols import otlp_metrics
 
@@ -22,16 +22,11 @@ __all__ = ["ROUTES"]
 PROTOCOL = "otlp"
 _JSON = otlp_metrics.CONTENT_TYPE_JSON
 _PROTOBUF = otlp_metrics.CONTENT_TYPE_PROTOBUF
-_ACCEPTED = (_PROTOBUF, "application/protobuf", _JSON)
 
 
 @requires("write")
 async def metrics(request: web.Request) -> web.StreamResponse:
-    content_type = request.content_type
-    if content_type not in _ACCEPTED:
-        raise UnsupportedMediaType(
-            f"cannot decode OTLP metrics: Content-Type {content_type!r} is not {_PROTOBUF} or {_JSON}"
-        )
+    content_type = otlp_content_type(request, "metrics")
     parse = functools.partial(
         otlp_metrics.parse, content_type=content_type, db=request.query.get("db") or "default"
     )

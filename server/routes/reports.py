@@ -16,7 +16,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from server.analysis import register_tasks
@@ -30,6 +29,7 @@ from server.analysis.report import (
 from server.analysis.settings import EventSettings, PerformanceSettings, read_settings
 from server.auth import requires
 from server.keys import CONFIG_KEY, ENGINE_KEY, SCHEDULER_KEY, run_blocking
+from server.routes import json_response
 from tsengine.errors import InvalidInput
 from tsengine.model.names import validate_db
 
@@ -60,7 +60,7 @@ async def _report(
         return web.Response(text=render_html(report), content_type="text/html")
     if fmt == "markdown":
         return web.Response(text=render_markdown(report), content_type="text/markdown")
-    return web.Response(body=orjson.dumps(report), content_type="application/json")
+    return json_response(report)
 
 
 @requires("read")

@@ -27,6 +27,7 @@ from aiohttp import web
 from server.auth import requires
 from server.body import decode_body, read_body
 from server.keys import ENGINE_KEY, LIFECYCLE_KEY, run_blocking
+from server.routes import json_response
 from tsengine.errors import InvalidInput, NotFound, Overloaded
 from tsengine.lifecycle.policies import policy_key
 from tsengine.model.names import validate_db, validate_table
@@ -34,10 +35,6 @@ from tsengine.model.names import validate_db, validate_table
 __all__ = ["ROUTES"]
 
 _MAX_BODY = 4096
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
 def _target(request: web.Request) -> tuple[str, str | None]:
@@ -58,13 +55,13 @@ async def list_retention(request: web.Request) -> web.StreamResponse:
     policies = engine.retention
     doc = policies.describe()
     tables = {f"{db}.{t}": policies.hours_for(db, t) or None for db, t in engine.tables()}
-    return _json({**doc, "tables": tables})
+    return json_response({**doc, "tables": tables})
 
 
 @requires("read")
 async def get_retention(request: web.Request) -> web.StreamResponse:
     db, table = _target(request)
-    return _json(_policy(request.app[ENGINE_KEY], db, table))
+    return json_response(_policy(request.app[ENGINE_KEY], db, table))
 
 
 @requires("admin")
@@ -79,7 +76,7 @@ async def put_retention(request: web.Request) -> web.StreamResponse:
         raise InvalidInput('cannot set retention: expected {"hours": <number or null>}')
     engine = request.app[ENGINE_KEY]
     await run_blocking(request, "control", engine.set_retention, db, table, doc["hours"])
-    return _json(_policy(engine, db, table))
+    return json_response(_policy(engine, db, table))
 
 
 @requires("admin")
@@ -89,7 +86,7 @@ async def delete_retention(request: web.Request) -> web.StreamResponse:
     if not await run_blocking(request, "control", engine.retention.delete, db, table):
         key = db if table is None else f"{db}.{table}"
         raise NotFound(f"cannot delete retention of {key}: no override is set")
-    return _json(_policy(engine, db, table))
+    return json_response(_policy(engine, db, table))
 
 
 def _storage_state(life: Any) -> dict[str, Any]:
@@ -140,7 +137,7 @@ async def archive_now(request: web.Request) -> web.StreamResponse:
     def run() -> dict[str, int]:
         return life.archive_now(db=db, table=table, older_than_ns=older_than_ns)
 
-    return _json(await run_blocking(request, "background", run))
+    return json_response(await run_blocking(request, "background", run))
 
 
 @requires("read")
@@ -148,7 +145,7 @@ async def storage_state(request: web.Request) -> web.StreamResponse:
     life = request.app.get(LIFECYCLE_KEY)
     if life is None:
         raise Overloaded("cannot describe storage: the lifecycle is starting", retry_after_s=1.0)
-    return _json(await run_blocking(request, "control", _storage_state, life))
+    return json_response(await run_blocking(request, "control", _storage_state, life))
 
 
 ROUTES = [

@@ -10,22 +10,18 @@ like a scheduled one). An unknown name is a 404 listing the known ones.
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from server.auth import requires
 from server.keys import SCHEDULER_KEY
+from server.routes import json_response
 
 __all__ = ["ROUTES"]
 
 
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
-
-
 @requires("read")
 async def list_tasks(request: web.Request) -> web.StreamResponse:
-    return _json({"tasks": request.app[SCHEDULER_KEY].status()})
+    return json_response({"tasks": request.app[SCHEDULER_KEY].status()})
 
 
 @requires("admin")
@@ -35,8 +31,8 @@ async def run_task(request: web.Request) -> web.StreamResponse:
     body = {"task": name, **state.to_dict()}
     if state.last_error is not None:
         body = {"error": "TaskFailed", "message": f"cannot run task {name}: {state.last_error}", **body}
-        return _json(body, status=500)
-    return _json(body)
+        return json_response(body, status=500)
+    return json_response(body)
 
 
 ROUTES = [web.get("/api/v1/tasks", list_tasks), web.post("/api/v1/tasks/{name}/run", run_task)]

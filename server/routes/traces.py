@@ -18,52 +18,40 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from aiohttp import web
 
 from server.auth import requires
-from server.body import UnsupportedMediaType
+from server.body import otlp_content_type
 from server.ingest import ingest
 from server.keys import CONFIG_KEY, ENGINE_KEY, METRICS_KEY, TRACE_DECODER_KEY, TRACE_HUB_KEY, run_blocking
+from server.routes import json_response
 from server.tracing import queries
-from server.tracing.hub import KEEPALIVE_S, SpanFilter, serve_stream
-from server.tracing.params import parse_bool, parse_duration_ns, parse_limit, parse_time_ns, time_range
+from server.tracing.hub import SpanFilter, serve_stream
+from server.tracing.params import (
+    parse_bool,
+    parse_db,
+    parse_duration_ns,
+    parse_limit,
+    parse_time_ns,
+    time_range,
+)
 from server.tracing.tree import build_tree
 from tsengine.errors import InvalidInput, NotFound
-from tsengine.model import TableBatch, validate_db
+from tsengine.model import TableBatch
 from tsengine.protocols import otlp_traces
 
 __all__ = ["ROUTES"]
 
 PROTOCOL = "otlp_traces"
-_JSON = otlp_traces.CONTENT_TYPE_JSON
-_PROTOBUF = otlp_traces.CONTENT_TYPE_PROTOBUF
-_ACCEPTED = (_PROTOBUF, "application/protobuf", _JSON)
 MAX_SEARCH_LIMIT = 1000
-
-
-def _json(data: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
-def _db(request: web.Request) -> str:
-    db = request.query.get("db") or "default"
-    validate_db(db)
-    return db
 
 
 @requires("write")
 async def export(request: web.Request) -> web.StreamResponse:
-    content_type = request.content_type
-    if content_type not in _ACCEPTED:
-        raise UnsupportedMediaType(
-            f"cannot decode OTLP traces: Content-Type {content_type!r} is not {_PROTOBUF} or {_JSON}"
-        )
+    content_type = otlp_content_type(request, "traces")
     app = request.app
     engine, config, metrics = app[ENGINE_KEY], app[CONFIG_KEY], app[METRICS_KEY]
-    db = _db(request)
+    db = parse_db(request.query)
     decoder = app[TRACE_DECODER_KEY]
     decoded: list[otlp_traces.SpanBatch] = []
 
@@ -93,7 +81,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 @requires("read")
 async def get_trace(request: web.Request) -> web.StreamResponse:
     trace_id = request.match_info["trace_id"].lower()
-    db = _db(request)
+    db = parse_db(request.query)
     q = request.query
     start = parse_time_ns("start", q["start"]) if q.get("start") else None
     end = parse_time_ns("end", q["end"]) if q.get("end") else None
@@ -105,14 +93,14 @@ async def get_trace(request: web.Request) -> web.StreamResponse:
     if not rows:
         where = "" if start is None and end is None else " starting in the start/end window"
         raise NotFound(f"cannot find trace {trace_id}: no span of it is stored in database {db!r}{where}")
-    return _json(build_tree(trace_id, rows, truncated=truncated))
+    return json_response(build_tree(trace_id, rows, truncated=truncated))
 
 
 @requires("read")
 async def search(request: web.Request) -> web.StreamResponse:
     q = request.query
     engine = request.app[ENGINE_KEY]
-    db = _db(request)
+    db = parse_db(request.query)
     start, end = time_range(q, engine.clock.now_ns())
     f = queries.SearchFilter(
         start_ns=start,
@@ -129,22 +117,22 @@ async def search(request: web.Request) -> web.StreamResponse:
         limit=parse_limit(q.get("limit"), default=20, maximum=MAX_SEARCH_LIMIT),
     )
     traces = await run_blocking(request, "query", queries.search_traces, engine, db, f)
-    return _json({"start_ns": start, "end_ns": end, "traces": traces})
+    return json_response({"start_ns": start, "end_ns": end, "traces": traces})
 
 
 @requires("read")
 async def service_dependencies(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
-    db = _db(request)
+    db = parse_db(request.query)
     start, end = time_range(request.query, engine.clock.now_ns())
     edges = await run_blocking(request, "query", queries.dependencies, engine, db, start, end)
-    return _json({"start_ns": start, "end_ns": end, "edges": edges})
+    return json_response({"start_ns": start, "end_ns": end, "edges": edges})
 
 
 @requires("read")
 async def stream(request: web.Request) -> web.StreamResponse:
     spans_filter = SpanFilter(
-        db=_db(request),
+        db=parse_db(request.query),
         service=request.query.get("service") or None,
         error=parse_bool("error", request.query.get("error")),
     )
@@ -155,7 +143,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
         spans_filter,
         clients=metrics.span_stream_clients,
         dropped=metrics.span_stream_dropped,
-        keepalive_s=KEEPALIVE_S,
     )
 
 

@@ -11,7 +11,7 @@ Out: per subscriber, the server-sent-event bytes of the spans its filter (databa
 error) selects, waiting in a bounded buffer until its handler writes them.
 
 Bounds: at most ``max_subscribers`` at once (another one gets Overloaded, 429), and at most
-``buffer_spans`` spans waiting per subscriber. A subscriber whose buffer is full is dropped:
+``buffer_size`` spans waiting per subscriber. A subscriber whose buffer is full is dropped:
 its ``on_overflow`` callback runs (the route aborts the connection) and it gets nothing more.
 Publishing never waits for a subscriber, so a slow or stuck client cannot slow ingestion.
 
@@ -193,14 +193,6 @@ class SpanHub(Hub):
         super().__init__(
             encode_events, what="spans", max_subscribers=max_subscribers, buffer_size=buffer_spans
         )
-
-    @property
-    def buffer_spans(self) -> int:
-        return self.buffer_size
-
-    @buffer_spans.setter
-    def buffer_spans(self, value: int) -> None:
-        self.buffer_size = value
 
 
 def encode_events(batch: TableBatch) -> list[bytes]:

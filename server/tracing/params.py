@@ -1,4 +1,4 @@
-"""Query parameters of the trace API: times, durations, booleans, limits.
+"""Query parameters of the trace and event APIs: database, times, durations, booleans, limits.
 
 Pure functions; each raises :class:`~tsengine.errors.InvalidInput` (400) naming the parameter,
 the value and the accepted forms.
@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from tsengine.errors import InvalidInput
+from tsengine.model import validate_db
 
-__all__ = ["parse_bool", "parse_duration_ns", "parse_limit", "parse_time_ns", "time_range"]
+__all__ = ["parse_bool", "parse_db", "parse_duration_ns", "parse_limit", "parse_time_ns", "time_range"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?\s*$")
 _UNIT_NS = {
@@ -27,6 +28,11 @@ _UNIT_NS = {
 _MAX_NS = 2**63 - 1
 #: Window of a search or dependency query when ``start`` is not given.
 DEFAULT_WINDOW_NS = 3600 * 10**9
+
+
+def parse_db(query: Mapping[str, str]) -> str:
+    """The ``db`` parameter (default ``default``); InvalidName if it is not a database name."""
+    return validate_db(query.get("db") or "default")
 
 
 def parse_time_ns(name: str, value: str) -> int:
@@ -88,5 +94,5 @@ def time_range(query: Mapping[str, str], now_ns: int) -> tuple[int, int]:
     end = parse_time_ns("end", query["end"]) if query.get("end") else now_ns
     start = parse_time_ns("start", query["start"]) if query.get("start") else max(0, end - DEFAULT_WINDOW_NS)
     if start > end:
-        raise InvalidInput(f"cannot search traces: start {start} is after end {end}")
+        raise InvalidInput(f"cannot read parameters 'start' and 'end': start {start} is after end {end}")
     return start, end

@@ -61,9 +61,8 @@ def _has_spans(engine: Any, db: str) -> bool:
 
 
 def _rows(engine: Any, sql: str, params: list[Any], db: str) -> list[dict[str, Any]]:
-    table = engine.sql(sql, params, db=db)
-    columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    return [{name: values[i] for name, values in columns.items()} for i in range(table.num_rows)]
+    rows: list[dict[str, Any]] = engine.sql(sql, params, db=db).to_pylist()
+    return rows
 
 
 def trace_spans(
@@ -104,33 +103,29 @@ def search_traces(engine: Any, db: str, f: SearchFilter) -> list[dict[str, Any]]
     if not _has_spans(engine, db):
         return []
     params: list[Any] = [f.start_ns, f.end_ns]
-    match = ""
-    if f.service is not None or f.operation is not None:
-        conds = []
-        if f.service is not None:
-            params.append(f.service)
-            conds.append(f"service = ${len(params)}")
-        if f.operation is not None:
-            params.append(f.operation)
-            conds.append(f"name = ${len(params)}")
-        # The tag predicate runs on the dictionary-coded columns and prunes row groups.
-        match = (
-            f" AND trace_id IN (SELECT trace_id FROM {SPANS_TABLE} WHERE {' AND '.join(conds)} "
-            f"AND time BETWEEN make_timestamp_ns($1::BIGINT) AND make_timestamp_ns($2::BIGINT))"
-        )
-    having = []
-    if f.min_duration_ns is not None:
-        params.append(f.min_duration_ns)
-        having.append(f"duration_ns >= ${len(params)}")
-    if f.max_duration_ns is not None:
-        params.append(f.max_duration_ns)
-        having.append(f"duration_ns <= ${len(params)}")
+    window = "time BETWEEN make_timestamp_ns($1::BIGINT) AND make_timestamp_ns($2::BIGINT)"
+    conds: list[str] = []
+    having: list[str] = []
+    for where, test, value in (
+        (conds, "service =", f.service),
+        (conds, "name =", f.operation),
+        (having, "duration_ns >=", f.min_duration_ns),
+        (having, "duration_ns <=", f.max_duration_ns),
+    ):
+        if value is not None:
+            params.append(value)
+            where.append(f"{test} ${len(params)}")
     if f.error is not None:
         having.append("failed" if f.error else "NOT failed")
+    # The tag predicate runs on the dictionary-coded columns and prunes row groups.
+    match = (
+        f" AND trace_id IN (SELECT trace_id FROM {SPANS_TABLE} WHERE {' AND '.join(conds)} AND {window})"
+        if conds
+        else ""
+    )
     where_outer = f"WHERE {' AND '.join(having)} " if having else ""
     # The root: the span without a parent, else (a partial trace) the earliest span.
     root_key = "(parent_span_id IS NOT NULL, time)"
-    window = "time BETWEEN make_timestamp_ns($1::BIGINT) AND make_timestamp_ns($2::BIGINT)"
     # Two stages: the page of traces from aggregates that copies of a span do not change, then
     # the distinct span counts of that page only (count(DISTINCT) over every trace of the window
     # costs 2.5x the whole query; top is MATERIALIZED so that it is computed once).

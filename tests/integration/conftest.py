@@ -4,11 +4,14 @@
 tested in the engine's own suite), an app and an ``aiohttp_client`` on a free port;
 ``client`` is the default one (no auth). Peer helpers: :func:`require_binary` fails under
 ``CI`` and skips otherwise when a peer program is missing; :func:`poll` waits with a deadline.
+Stream helpers: :func:`read_sse` reads server-sent events; :func:`stuck_stream_client` is a
+raw client that subscribes to a stream and then reads nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import logging
 import os
@@ -20,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -71,6 +75,50 @@ async def poll(check: Callable[[], Awaitable[T | None]], *, timeout_s: float, wh
             return last
         await asyncio.sleep(0.1)
     pytest.fail(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
+
+
+async def read_sse(resp: Any, event: str, count: int, *, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """The data of the next ``count`` ``event:`` events of an SSE response (others and comments skipped)."""
+    events: list[dict[str, Any]] = []
+
+    async def collect() -> None:
+        kind = None
+        while len(events) < count:
+            line = (await resp.content.readline()).decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: ") and kind == event:
+                events.append(orjson.loads(line[len("data: ") :]))
+
+    await asyncio.wait_for(collect(), timeout_s)
+    return events
+
+
+@contextlib.asynccontextmanager
+async def stuck_stream_client(
+    port: int, path: str, *, timeout_s: float = 30.0
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A raw socket with a small receive buffer, subscribed to the stream at ``path``, that reads
+    nothing more. Yields ``read_to_end()``, which returns once the server has closed the connection."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+
+    async def read_to_end() -> None:
+        while await asyncio.wait_for(loop.sock_recv(sock, 65536), timeout_s):
+            pass
+
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = b""
+        while b": subscribed" not in head:
+            head += await asyncio.wait_for(loop.sock_recv(sock, 1024), timeout_s)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        yield read_to_end
+    finally:
+        sock.close()
 
 
 @pytest.fixture
@@ -189,8 +237,6 @@ def otlp_error_message(body: bytes, content_type: str) -> str:
         from google.rpc import status_pb2
 
         return str(status_pb2.Status.FromString(body).message)
-    import orjson
-
     return str(orjson.loads(body)["message"])
 
 

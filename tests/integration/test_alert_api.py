@@ -287,3 +287,9 @@ async def test_partial_put_alertmanager_silences_history_filters(
     await assert_error(
         await client.get(f"{base}?start={t0 + 10}&end={t0}", headers=ADMIN), 400, "InvalidInput", "before"
     )
+    for bad in ("start=inf", "end=-inf", "since=inf", "since=nan"):  # were 500s (OverflowError)
+        key = bad.partition("=")[0]
+        await assert_error(await client.get(f"{base}?{bad}", headers=ADMIN), 400, "InvalidInput", key)
+    await assert_error(
+        await client.get("/api/v1/alerts/stats?since=inf", headers=ADMIN), 400, "InvalidInput", "since"
+    )

@@ -9,7 +9,6 @@ polled with a deadline, no sleeping).
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import Any
 
@@ -18,7 +17,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from server import ServerConfig
 from server.keys import EVENT_HUB_KEY, METRICS_KEY
-from tests.integration.conftest import ADMIN_TOKEN, READ_TOKEN, TOKENS, WRITE_TOKEN
+from tests.integration.conftest import (
+    ADMIN_TOKEN,
+    READ_TOKEN,
+    TOKENS,
+    WRITE_TOKEN,
+    read_sse,
+    stuck_stream_client,
+)
 
 DEADLINE_S = 30.0
 NOW = 1_700_000_000_000_000_000  # the ManualClock's start (the engine's clock in these tests)
@@ -119,23 +125,6 @@ async def test_scopes(make_client: Any) -> None:
     assert (await client.get(f"/api/v1/events?p={READ_TOKEN}")).status == 401
 
 
-async def read_events(resp: Any, count: int) -> list[dict[str, Any]]:
-    """The next ``count`` events of an SSE response (comments skipped), within the deadline."""
-    events: list[dict[str, Any]] = []
-
-    async def collect() -> None:
-        kind = None
-        while len(events) < count:
-            line = (await resp.content.readline()).decode().rstrip("\n")
-            if line.startswith("event: "):
-                kind = line[len("event: ") :]
-            elif line.startswith("data: ") and kind == "event":
-                events.append(orjson.loads(line[len("data: ") :]))
-
-    await asyncio.wait_for(collect(), DEADLINE_S)
-    return events
-
-
 def logs_request(severity_number: int, body: str) -> bytes:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
@@ -178,7 +167,7 @@ async def test_stream_gets_stored_events_from_every_write_path(make_client: Any)
     )
     assert resp.status == 200, await resp.text()
 
-    got = await read_events(warnings, 3)
+    got = await read_sse(warnings, "event", 3)
     assert [(e["name"], e["severity"]) for e in got] == [
         ("a", "error"),
         ("c", "critical"),
@@ -186,7 +175,7 @@ async def test_stream_gets_stored_events_from_every_write_path(make_client: Any)
     ]
     assert got[1]["attributes"] == {"k": 1} and got[1]["id"] == 7
     assert got[2]["message"] == "disk almost full" and got[2]["category"] == "log"
-    assert [e["name"] for e in await read_events(shop, 3)] == ["a", "b", "c"]
+    assert [e["name"] for e in await read_sse(shop, "event", 3)] == ["a", "b", "c"]
     warnings.close()
     shop.close()
 
@@ -195,18 +184,8 @@ async def test_a_stream_client_that_does_not_read_is_disconnected(make_client: A
     client = await make_client()
     hub = client.app[EVENT_HUB_KEY]
     hub.buffer_size = 64
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
     body = orjson.dumps([event(message="x" * 200) for _ in range(50)])
-    try:
-        await loop.sock_connect(sock, ("127.0.0.1", client.port))
-        await loop.sock_sendall(sock, b"GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = b""
-        while b": subscribed" not in head:
-            head += await asyncio.wait_for(loop.sock_recv(sock, 1024), DEADLINE_S)
-        assert head.startswith(b"HTTP/1.1 200")
+    async with stuck_stream_client(client.port, "/api/v1/events/stream") as read_to_end:
         deadline = time.monotonic() + DEADLINE_S
         posts = 0
         while hub.subscribers:
@@ -215,10 +194,7 @@ async def test_a_stream_client_that_does_not_read_is_disconnected(make_client: A
             posts += 1
         assert hub.dropped_total == 1
         assert client.app[METRICS_KEY].event_stream_dropped.get() == 1
-        while await asyncio.wait_for(loop.sock_recv(sock, 65536), DEADLINE_S):
-            pass  # the server closed the connection
-    finally:
-        sock.close()
+        await read_to_end()  # the server closed the connection
     rows = await (await client.post("/api/v1/sql", json={"sql": "SELECT count(*) FROM events"})).json()
     assert rows["rows"] == [[posts * 50]]  # ingestion never waited for the stuck client
 

@@ -9,33 +9,14 @@ and the server drops the connection — polled with a deadline, no sleeping.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import Any
 
-import orjson
-
 from server.keys import METRICS_KEY, TRACE_HUB_KEY
+from tests.integration.conftest import read_sse, stuck_stream_client
 from tests.integration.test_server_traces import PROTOBUF, SPANS, TRACE_1, crafted_request, post
 
 DEADLINE_S = 30.0
-
-
-async def read_events(resp: Any, count: int) -> list[dict[str, Any]]:
-    """The next ``count`` span events of an SSE response (comments skipped), within the deadline."""
-    events: list[dict[str, Any]] = []
-
-    async def collect() -> None:
-        kind = None
-        while len(events) < count:
-            line = (await resp.content.readline()).decode().rstrip("\n")
-            if line.startswith("event: "):
-                kind = line[len("event: ") :]
-            elif line.startswith("data: ") and kind == "span":
-                events.append(orjson.loads(line[len("data: ") :]))
-
-    await asyncio.wait_for(collect(), DEADLINE_S)
-    return events
 
 
 async def test_subscriber_gets_stored_spans_filtered(make_client: Any) -> None:
@@ -49,18 +30,18 @@ async def test_subscriber_gets_stored_spans_filtered(make_client: Any) -> None:
     assert client.app[TRACE_HUB_KEY].subscribers == 2
 
     assert (await post(client, crafted_request().SerializeToString(), PROTOBUF)).status == 200
-    (c_span,) = await read_events(errors_of_c, 1)
+    (c_span,) = await read_sse(errors_of_c, "span", 1)
     assert c_span["trace_id"] == TRACE_1
     assert (c_span["service"], c_span["status"], c_span["span_id"]) == ("C", "error", "c000000000000001")
     assert c_span["events"][0]["attributes"]["exception.type"] == "Timeout"
     assert c_span["attributes"] == {"peer": "C-1"}
-    all_spans = await read_events(everything, len(SPANS))
+    all_spans = await read_sse(everything, "span", len(SPANS))
     assert [e["span_id"] for e in all_spans] == [s[1] for s in SPANS_BY_SERVICE]
 
     # A rejected request publishes nothing; the next stored span is the next event.
     assert (await post(client, b"\xff", PROTOBUF)).status == 400
     assert (await post(client, crafted_request(SPANS[:1]).SerializeToString(), PROTOBUF)).status == 200
-    (next_span,) = await read_events(everything, 1)
+    (next_span,) = await read_sse(everything, "span", 1)
     assert next_span["span_id"] == SPANS[0][1]
     everything.close()
     errors_of_c.close()
@@ -73,18 +54,8 @@ SPANS_BY_SERVICE = sorted(SPANS, key=lambda s: "ABC".index(s[3]))
 async def test_a_client_that_does_not_read_is_disconnected(make_client: Any) -> None:
     client = await make_client()
     hub = client.app[TRACE_HUB_KEY]
-    hub.buffer_spans = 64
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    try:
-        await loop.sock_connect(sock, ("127.0.0.1", client.port))
-        await loop.sock_sendall(sock, b"GET /api/v1/traces/stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = b""
-        while b": subscribed" not in head:
-            head += await asyncio.wait_for(loop.sock_recv(sock, 1024), DEADLINE_S)
-        assert head.startswith(b"HTTP/1.1 200")
+    hub.buffer_size = 64
+    async with stuck_stream_client(client.port, "/api/v1/traces/stream") as read_to_end:
         # From here on the client reads nothing. Ingestion goes on regardless.
         body = crafted_request().SerializeToString()
         deadline = time.monotonic() + DEADLINE_S
@@ -97,10 +68,7 @@ async def test_a_client_that_does_not_read_is_disconnected(make_client: Any) -> 
         assert hub.dropped_total == 1
         assert client.app[METRICS_KEY].span_stream_dropped.get() == 1
         # The server closed the connection: reading reaches its end (after what was buffered).
-        while await asyncio.wait_for(loop.sock_recv(sock, 65536), DEADLINE_S):
-            pass
-    finally:
-        sock.close()
+        await read_to_end()
     # The engine stored every span of every post.
     rows = await (await client.post("/api/v1/sql", json={"sql": "SELECT count(*) FROM spans"})).json()
     assert rows["rows"] == [[posts * len(SPANS)]]

@@ -36,8 +36,9 @@ from tsengine.instrument import (
 
 pytestmark = pytest.mark.peer  # decodes with the OpenTelemetry protobuf definitions
 
-#: Ending a span must return at once even with the receiver gone; generous for CI.
-NON_BLOCKING_S = 0.05
+#: Ending a span must not wait for the hung request (timeout_s=30 below): a bound far under it, so
+#: a loaded CI machine cannot fail the test while a blocking export still would.
+NON_BLOCKING_S = 2.0
 
 
 @dataclass

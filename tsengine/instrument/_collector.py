@@ -125,7 +125,7 @@ class MetricsCollector:
                 f"cannot record metric {name!r} as {metric_type.value}: it has no single value; "
                 "use Info or Enum"
             )
-        family = name.removesuffix("_total") if cls is Counter else name
+        family = cls._normalize_name(name)
         existing = self.registry.get(family)
         if existing is None:
             with self._lock:

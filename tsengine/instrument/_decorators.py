@@ -27,7 +27,7 @@ from typing import Any, TypeVar, overload
 
 from tsengine.instrument._event import EventCategory, EventSeverity
 from tsengine.instrument._hooks import CallInfo
-from tsengine.instrument._metrics import Counter, Histogram
+from tsengine.instrument._metrics import Counter, Histogram, get_or_create
 from tsengine.instrument._runtime import Telemetry, get_telemetry
 
 __all__ = [
@@ -87,17 +87,19 @@ class _CallRecorder:
         cache = self._cache
         if cache is None or cache[0] is not rt:
             reg = rt.registry
-            calls = reg.get("telemetry_operations") or Counter(
+            calls = get_or_create(
+                Counter,
                 "telemetry_operations_total",
                 "Decorated business calls by domain, operation and outcome.",
                 ("domain", "operation", "status"),
-                registry=reg,
+                reg,
             )
-            seconds = reg.get("telemetry_operation_duration_seconds") or Histogram(
+            seconds = get_or_create(
+                Histogram,
                 "telemetry_operation_duration_seconds",
                 "Duration of decorated business calls.",
                 ("domain", "operation"),
-                registry=reg,
+                reg,
             )
             cache = self._cache = (
                 rt,
@@ -134,7 +136,7 @@ class _CallRecorder:
                 ok, failed, seconds = self._children(rt)
                 (failed if error is not None else ok).inc()
                 seconds.observe(duration_s)
-            if self.track_event and rt.events_on:
+            if self.track_event and rt.events.enabled:
                 self._track(rt, call[0].attributes if call else None, error, duration_s)
         except Exception:  # telemetry boundary: the function's outcome always wins
             rt.record_error("decorator")
@@ -154,15 +156,13 @@ class _CallRecorder:
             attrs.update(extra)
         if error is not None:
             attrs["error_type"] = type(error).__name__
-        events = rt.events
-        if events.enabled:
-            events._emit(
-                self.operation,
-                self.category,
-                EventSeverity.INFO if error is None else EventSeverity.ERROR,
-                "" if error is None else f"{self.operation} failed",
-                attrs,
-            )
+        rt.events._emit(
+            self.operation,
+            self.category,
+            EventSeverity.INFO if error is None else EventSeverity.ERROR,
+            "" if error is None else f"{self.operation} failed",
+            attrs,
+        )
 
 
 def _decorate(
@@ -205,7 +205,7 @@ def _decorate(
                 raise
             finally:
                 rec.finish(rt, call, error, clock.monotonic() - start)
-            error = None  # break the exception -> traceback -> frame -> exception cycle
+                error = None  # break the exception -> traceback -> frame -> exception cycle
 
         return async_wrapper  # type: ignore[return-value]
 
@@ -249,20 +249,9 @@ def _factory(domain: str, category: EventCategory, doc: str) -> Any:
         capture_args: bool | Sequence[str] = False,
         runtime: Telemetry | None = None,
     ) -> Any:
-        if callable(operation):
-            return _decorate(
-                operation,
-                domain=domain,
-                operation=None,
-                category=category,
-                track_event=True,
-                capture_args=False,
-                runtime=None,
-            )
-        return functools.partial(
-            _decorate,
+        return telemetry(
+            operation,
             domain=domain,
-            operation=operation,
             category=category,
             track_event=track_event,
             capture_args=capture_args,

@@ -49,7 +49,7 @@ from tsengine.instrument._event import (
     to_category,
     to_severity,
 )
-from tsengine.instrument._metrics import Counter
+from tsengine.instrument._metrics import Counter, get_or_create
 from tsengine.instrument._registry import REGISTRY, CollectorRegistry
 from tsengine.instrument._subscription import EventStream, Subscription
 
@@ -207,12 +207,12 @@ class EventTracker:
     def _create_counter(self) -> Counter:
         with self._lock:
             if self._counter is None:
-                existing = self._registry.get("telemetry_events")
-                self._counter = existing or Counter(
+                self._counter = get_or_create(
+                    Counter,
                     "telemetry_events_total",
                     "Events tracked by the application, by category and severity.",
                     ("category", "severity"),
-                    registry=self._registry,
+                    self._registry,
                 )
             return self._counter
 

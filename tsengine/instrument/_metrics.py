@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
 from tsengine.instrument._exposition import format_float
@@ -39,6 +38,7 @@ from tsengine.instrument._family import MetricFamily, MetricType, Sample
 from tsengine.instrument._names import (
     MAX_LABEL_VALUE_CHARS,
     MetricDefinitionError,
+    is_label_name,
     validate_label_names,
     validate_metric_name,
 )
@@ -55,7 +55,17 @@ from tsengine.instrument._values import (
     switch_value,
 )
 
-__all__ = ["DEFAULT_BUCKETS", "Counter", "Enum", "Gauge", "Histogram", "Info", "Metric", "Summary"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "Counter",
+    "Enum",
+    "Gauge",
+    "Histogram",
+    "Info",
+    "Metric",
+    "Summary",
+    "get_or_create",
+]
 
 log = logging.getLogger("tsengine.instrument")
 
@@ -79,18 +89,20 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )
 
 _INF = math.inf
-#: An Enum's name is also its state label's name, so it must match the label-name syntax.
-_LABEL_NAME_STATE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
+
+_M = TypeVar("_M", bound="Metric")
 
 # -- parents: name, labels, children ---------------------------------------------------------
 
 
 class Metric:
-    """Common part of Counter, Gauge and Histogram: names, labels, children, cardinality."""
+    """Common part of every metric type: names, labels, children, cardinality, the switch."""
 
     _type: ClassVar[MetricType]
-    _reserved_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: Set to "info"/"enum" by the kinds that take no unit: OpenMetrics gives info and
+    #: stateset none, and prometheus_client refuses one too.
+    _unitless_kind: ClassVar[str | None] = None
     #: Recording on (the registry's switch); ``_switchable`` False keeps it on (SDK self-metrics).
     _enabled: bool = True
     _switchable: bool = True
@@ -108,6 +120,9 @@ class Metric:
         max_series: int | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        kind = self._unitless_kind
+        if unit and kind is not None:
+            raise MetricDefinitionError(f"cannot define {kind} {name!r}: an {kind} metric cannot have a unit")
         full = "_".join(part for part in (namespace, subsystem, name) if part)
         if unit and not full.endswith("_" + unit):
             full = f"{full}_{unit}"
@@ -139,7 +154,8 @@ class Metric:
 
     # Names -----------------------------------------------------------------------------------
 
-    def _normalize_name(self, name: str) -> str:
+    @staticmethod
+    def _normalize_name(name: str) -> str:
         return name
 
     @property
@@ -328,7 +344,8 @@ class Counter(Metric):
 
     _type = MetricType.COUNTER
 
-    def _normalize_name(self, name: str) -> str:
+    @staticmethod
+    def _normalize_name(name: str) -> str:
         return name.removesuffix("_total")
 
     def _new_child(self) -> CounterValue:
@@ -533,12 +550,6 @@ class Summary(_Observing):
         return out
 
 
-def _no_unit(kind: str, name: str, unit: str) -> None:
-    # OpenMetrics gives info and stateset no unit; prometheus_client refuses one too.
-    if unit:
-        raise MetricDefinitionError(f"cannot define {kind} {name!r}: an {kind} metric cannot have a unit")
-
-
 class Info(Metric):
     """Key-value pairs about the process (build, version, config), as prometheus_client's Info.
 
@@ -550,41 +561,14 @@ class Info(Metric):
     """
 
     _type = MetricType.INFO
-
-    def __init__(  # noqa: PLR0917 -- prometheus_client's positional order, for drop-in use
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Iterable[str] = (),
-        namespace: str = "",
-        subsystem: str = "",
-        unit: str = "",
-        registry: CollectorRegistry | None = REGISTRY,
-        *,
-        max_series: int | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        _no_unit("info", name, unit)
-        labelnames = tuple(labelnames)  # read twice: a generator would be empty the second time
-        self._labelname_set = frozenset(labelnames)
-        super().__init__(
-            name,
-            documentation,
-            labelnames,
-            namespace,
-            subsystem,
-            unit,
-            registry,
-            max_series=max_series,
-            clock=clock,
-        )
+    _unitless_kind = "info"
 
     def family_names(self) -> tuple[str, ...]:
         # The sample name is taken too: a Gauge "build_info" would expose the same series.
         return (self._name, self._name + "_info")
 
     def _new_child(self) -> InfoValue:
-        return InfoValue(self._name, self._labelname_set, MAX_LABEL_VALUE_CHARS)
+        return InfoValue(self._name, self._labelnames, MAX_LABEL_VALUE_CHARS)
 
     def _bind_root(self, child: InfoValue) -> None:
         self.info = child.info  # type: ignore[method-assign]
@@ -619,6 +603,7 @@ class Enum(Metric):
     """
 
     _type = MetricType.STATESET
+    _unitless_kind = "enum"
 
     def __init__(  # noqa: PLR0917 -- prometheus_client's positional order, for drop-in use
         self,
@@ -634,14 +619,13 @@ class Enum(Metric):
         max_series: int | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        _no_unit("enum", name, unit)
         labelnames = tuple(labelnames)
         full = "_".join(part for part in (namespace, subsystem, name) if part)
         if full in labelnames:
             raise MetricDefinitionError(
                 f"cannot define enum {full!r}: its name is also one of its label names"
             )
-        if not _LABEL_NAME_STATE.match(full) or full.startswith("__"):
+        if not is_label_name(full):
             raise MetricDefinitionError(
                 f"cannot define enum {full!r}: its name labels the state, so it must be a valid label name"
             )
@@ -695,3 +679,15 @@ class Enum(Metric):
                 sample_labels = dict(sorted({**labels, name: s}.items()))
                 out.append(Sample(name, sample_labels, 1.0 if i == current else 0.0))
         return out
+
+
+def get_or_create(
+    cls: type[_M], name: str, documentation: str, labelnames: tuple[str, ...], registry: CollectorRegistry
+) -> _M:
+    """``registry``'s metric of ``name``'s family, else a new ``cls`` registered there.
+
+    For the SDK's own metrics, which every component built on a registry asks for. An existing
+    metric is returned as it is (its type and labels are not compared: these names are the SDK's).
+    """
+    existing = registry.get(cls._normalize_name(name))
+    return existing if existing is not None else cls(name, documentation, labelnames, registry=registry)

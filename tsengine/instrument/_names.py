@@ -24,6 +24,7 @@ __all__ = [
     "MetricDefinitionError",
     "escape_help",
     "escape_label_value",
+    "is_label_name",
     "validate_label_names",
     "validate_metric_name",
 ]
@@ -51,6 +52,11 @@ def validate_metric_name(name: str) -> str:
             f"cannot define metric {name!r}: the name must match [a-zA-Z_:][a-zA-Z0-9_:]*"
         )
     return name
+
+
+def is_label_name(name: object) -> bool:
+    """Whether ``name`` is a usable label name: the label-name syntax, not ``__``-prefixed."""
+    return isinstance(name, str) and bool(_LABEL_NAME_RE.match(name)) and not name.startswith("__")
 
 
 def validate_label_names(metric: str, labelnames: tuple[str, ...] | list[str]) -> tuple[str, ...]:

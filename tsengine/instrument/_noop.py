@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tsengine.instrument._timer import Timer
@@ -13,8 +15,14 @@ def _discard(_seconds: float) -> None:
     return None
 
 
+@contextmanager
+def _nothing() -> Iterator[None]:
+    # A context manager that is also a decorator, as the real count_exceptions/track_inprogress.
+    yield
+
+
 class NoopMetric:
-    """Accepts the whole Counter/Gauge/Histogram API and records nothing."""
+    """Accepts the whole Counter/Gauge/Histogram/Summary API and records nothing."""
 
     __slots__ = ()
 
@@ -38,6 +46,21 @@ class NoopMetric:
 
     def time(self) -> Timer:
         return Timer(_discard)
+
+    def count_exceptions(self, exception: object = Exception) -> Any:
+        return _nothing()
+
+    def track_inprogress(self) -> Any:
+        return _nothing()
+
+    def set_function(self, func: object) -> None:
+        return None
+
+    def remove(self, *values: object) -> None:
+        return None
+
+    def clear(self) -> None:
+        return None
 
     def get(self) -> float:
         return 0.0

@@ -223,12 +223,17 @@ def _attrs(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(labels.items())
 
 
-# -- protobuf wire format ------------------------------------------------------------------------
+# -- protobuf wire format (also used by the logs and the span encoders) ---------------------------
+
+_SMALL = [bytes((i,)) for i in range(128)]
 
 
 def _varint(n: int) -> bytes:
+    """The varint of ``n >= 0`` (mask negative int64 values with ``& (1 << 64) - 1`` first)."""
+    if n < 0x80:  # tags, small lengths and enums: no loop (the span encoder's common case)
+        return _SMALL[n]
     out = bytearray()
-    while n > 0x7F:
+    while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
@@ -239,8 +244,13 @@ def _tag(field: int, wire_type: int) -> bytes:
     return _varint(field << 3 | wire_type)
 
 
+def _len_field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field with a precomputed ``tag`` (``_tag(field, 2)``)."""
+    return tag + _varint(len(payload)) + payload
+
+
 def _message(field: int, payload: bytes) -> bytes:
-    return _tag(field, 2) + _varint(len(payload)) + payload
+    return _len_field(_tag(field, 2), payload)
 
 
 def _string(field: int, text: str) -> bytes:

@@ -27,7 +27,7 @@ from typing import Any
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
 from tsengine.instrument._event import EventCategory, EventSeverity
 from tsengine.instrument._events import EventTracker
-from tsengine.instrument._metrics import Counter, Histogram
+from tsengine.instrument._metrics import Counter, Histogram, get_or_create
 from tsengine.instrument._registry import REGISTRY, CollectorRegistry
 
 __all__ = ["PerformanceMonitor", "SlowOperation", "percentile"]
@@ -100,35 +100,39 @@ class _Metrics:
     """The monitor's metrics, created on first use so an unused monitor registers nothing."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        def get(cls: type, name: str, doc: str, labels: tuple[str, ...]) -> Any:
-            family = name.removesuffix("_total") if cls is Counter else name
-            existing = registry.get(family)
-            return existing if existing is not None else cls(name, doc, labels, registry=registry)
-
-        self.requests = get(
+        self.requests = get_or_create(
             Counter,
             "http_requests_total",
             "HTTP requests by method, route and status.",
             ("method", "route", "status"),
+            registry,
         )
-        self.request_s = get(
-            Histogram, "http_request_duration_seconds", "HTTP request latency.", ("method", "route")
+        self.request_s = get_or_create(
+            Histogram, "http_request_duration_seconds", "HTTP request latency.", ("method", "route"), registry
         )
-        self.queries = get(
-            Counter, "db_queries_total", "Database queries by operation and outcome.", ("operation", "status")
+        self.queries = get_or_create(
+            Counter,
+            "db_queries_total",
+            "Database queries by operation and outcome.",
+            ("operation", "status"),
+            registry,
         )
-        self.query_s = get(Histogram, "db_query_duration_seconds", "Database query latency.", ("operation",))
-        self.calls = get(
+        self.query_s = get_or_create(
+            Histogram, "db_query_duration_seconds", "Database query latency.", ("operation",), registry
+        )
+        self.calls = get_or_create(
             Counter,
             "external_calls_total",
             "Calls to other services by service and outcome.",
             ("service", "status"),
+            registry,
         )
-        self.call_s = get(
+        self.call_s = get_or_create(
             Histogram,
             "external_call_duration_seconds",
             "Latency of calls to other services.",
             ("service", "operation"),
+            registry,
         )
 
 

@@ -40,9 +40,10 @@ Queue and failure policy (:class:`BatchExporter`, the same for every exporter):
   tracker's spill file (``EVENTS_AUDIT_SPILL_PATH``), or, without one, are logged at ERROR with
   their content and counted in ``tsengine_instrument_audit_events_lost_total``.
 * a retryable failure (HTTP: 5xx, 429, connection errors; embedded: engine overloaded or
-  unavailable) is retried with exponential backoff (0.5 s doubling) and full jitter
-  (``Retry-After`` honoured, capped at ``max_backoff_s``); the batch stays at the head of the
-  queue meanwhile, so a target that comes back receives everything still queued.
+  unavailable) is retried with exponential backoff (0.5 s doubling, each wait drawn between
+  half and all of it; ``Retry-After`` honoured, capped at ``max_backoff_s``); the batch stays
+  at the head of the queue meanwhile, so a target that comes back receives everything still
+  queued.
 * a final refusal (HTTP: any other 4xx; embedded: invalid input) discards the batch, counts its
   items in ``..._rejected_total`` and logs the first such answer at WARNING (later ones at
   DEBUG), so a bad token cannot retry forever or flood the log.

@@ -139,8 +139,8 @@ class Telemetry:
                 config.exporter_flush_interval_s,
                 config.service_name,
             )
-        if key == self._config_exporter:
-            return
+        if key == self._config_exporter and not getattr(self.exporter, "is_shut_down", False):
+            return  # unchanged, and not shut down by stop(): keep it (as the span exporter does)
         if key is None:
             if self._config_exporter is not None:
                 self._config_exporter = None

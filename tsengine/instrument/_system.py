@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
-from tsengine.instrument._metrics import Counter, Gauge
+from tsengine.instrument._metrics import Counter, Gauge, get_or_create
 from tsengine.instrument._registry import REGISTRY, CollectorRegistry
 
 __all__ = ["SystemMetrics"]
@@ -76,12 +76,10 @@ class SystemMetrics:
         r = self._registry
 
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            existing = r.get(name)
-            return existing if existing is not None else Gauge(name, doc, labels, registry=r)
+            return get_or_create(Gauge, name, doc, labels, r)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-            existing = r.get(name.removesuffix("_total"))
-            return existing if existing is not None else Counter(name, doc, labels, registry=r)
+            return get_or_create(Counter, name, doc, labels, r)
 
         self.cpu = gauge("system_cpu_percent", "System-wide CPU utilisation, percent.")
         self.mem = gauge("system_memory_bytes", "System memory by state.", ("state",))

@@ -14,7 +14,6 @@ recording too. Values are kept while off and updates resume when switched back o
 
 from __future__ import annotations
 
-import re
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tsengine.instrument._clock import SYSTEM_CLOCK, Clock
+from tsengine.instrument._names import is_label_name
 from tsengine.instrument._timer import Timer
 
 __all__ = [
@@ -177,11 +177,10 @@ class SummaryValue:
 
 #: Most key-value pairs one ``Info.info()`` may carry: each is a label on every scrape.
 MAX_INFO_KEYS = 64
-_LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
 def _check_info(
-    metric: str, labelnames: frozenset[str], max_chars: int, val: Mapping[str, object]
+    metric: str, labelnames: tuple[str, ...], max_chars: int, val: Mapping[str, object]
 ) -> dict[str, str]:
     """Validate ``Info.info()``'s mapping; return it with values as (truncated) strings.
 
@@ -195,7 +194,7 @@ def _check_info(
         raise ValueError(f"cannot set info of {metric}: {len(val)} keys, at most {MAX_INFO_KEYS}")
     out: dict[str, str] = {}
     for key, value in val.items():
-        if not isinstance(key, str) or not _LABEL_NAME_RE.match(key) or key.startswith("__"):
+        if not is_label_name(key):
             raise ValueError(f"cannot set info of {metric}: key {key!r} is not a valid label name")
         if key in labelnames:
             raise ValueError(f"cannot set info of {metric}: key {key!r} overlaps its label names")
@@ -210,7 +209,7 @@ class InfoValue:
 
     __slots__ = ("_labelnames", "_max_chars", "_metric", "_value")
 
-    def __init__(self, metric: str, labelnames: frozenset[str], max_chars: int) -> None:
+    def __init__(self, metric: str, labelnames: tuple[str, ...], max_chars: int) -> None:
         self._metric = metric
         self._labelnames = labelnames
         self._max_chars = max_chars

@@ -8,8 +8,8 @@ unmatched 404s feed the security monitor; request hooks (the tracing seam) run a
 ``/metrics`` and ``/health/telemetry`` are answered by the middleware itself, so they work for
 any ASGI app. On ``lifespan`` startup/shutdown it starts/stops the SDK's background work.
 
-Why pure ASGI: a ``BaseHTTPMiddleware`` costs about +550 µs per request on this machine; a
-pure ASGI wrapper costs a few µs. Nothing here imports Starlette.
+Why pure ASGI: a ``BaseHTTPMiddleware`` doing nothing costs about +100 µs per request in
+process; this middleware about +10 µs (``benchmarks/RESULTS.md``). Nothing here imports Starlette.
 
 Never breaks the app: every telemetry step is inside a boundary that logs, counts
 ``tsengine_instrument_errors_total{component="asgi"}`` and lets the request go on; the app's

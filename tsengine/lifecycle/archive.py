@@ -45,6 +45,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from tsengine.durable import atomic_write
 from tsengine.errors import InvalidInput, StorageError
 from tsengine.model.schema import TableSchema
 from tsengine.persist.manifest import FileEntry
@@ -126,17 +127,22 @@ class ArchiveStore:
     config section). Thread-safe for distinct paths.
     """
 
-    def __init__(self, fs: pafs.FileSystem, *, atomic_rename: bool, description: str) -> None:
+    def __init__(
+        self, fs: pafs.FileSystem, *, atomic_rename: bool, description: str, local_root: Path | None = None
+    ) -> None:
         self.fs = fs
         self._atomic_rename = atomic_rename
         self.description = description
+        #: A local directory store writes through :func:`tsengine.durable.atomic_write` (fsynced
+        #: before the local copy is deleted); an object store's PUT is durable when it returns.
+        self._local_root = local_root
 
     @classmethod
     def local(cls, path: str | Path) -> ArchiveStore:
         root = Path(path).resolve()
         root.mkdir(parents=True, exist_ok=True)
         return cls(pafs.SubTreeFileSystem(str(root), pafs.LocalFileSystem()), atomic_rename=True,
-                   description=f"directory {root}")  # fmt: skip
+                   description=f"directory {root}", local_root=root)  # fmt: skip
 
     @classmethod
     def s3(
@@ -184,9 +190,12 @@ class ArchiveStore:
     # -- objects ----------------------------------------------------------------------------
 
     def put(self, rel: str, data: bytes) -> None:
-        """Write an object whole or not at all."""
+        """Write an object whole or not at all, durably (it may be the only copy)."""
         parent = rel.rpartition("/")[0]
         try:
+            if self._local_root is not None:
+                atomic_write(self._local_root / rel, lambda f: f.write(data))
+                return
             if parent:
                 self.fs.create_dir(parent, recursive=True)
             target = rel + ".tmp" if self._atomic_rename else rel

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tsengine.persist.manifest import FileEntry
-from tsengine.persist.paths import WAL_DIR
+from tsengine.persist.paths import WAL_DIR, parse_wal_segment
 
 __all__ = ["plan_evictions", "wal_bytes"]
 
@@ -24,7 +24,7 @@ def wal_bytes(data_dir: Path) -> int:
     try:
         with os.scandir(data_dir / WAL_DIR) as it:
             for entry in it:
-                if entry.name.endswith(".wal"):
+                if parse_wal_segment(entry.name) is not None:
                     with contextlib.suppress(FileNotFoundError):  # removed by a persist round meanwhile
                         total += entry.stat().st_size
     except FileNotFoundError:

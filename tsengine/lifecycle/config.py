@@ -19,6 +19,8 @@ Built once at the edge (:func:`StorageConfig.from_mapping`); every error names t
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,15 +37,16 @@ _NAME = re.compile(r"[A-Za-z0-9]+\Z")
 
 
 def _seconds(raw: Any, where: str) -> float:
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0:
-        return float(raw)
-    if isinstance(raw, str):
+    seconds = None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        seconds = float(raw)
+    elif isinstance(raw, str):
         m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h|d)?\s*", raw)
         if m:
-            try:
-                return float(m.group(1)) * _UNITS[m.group(2) or "s"]
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):  # "1.2.3"
+                seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    if seconds is not None and 0 <= seconds < math.inf:  # YAML's .inf would overflow a ns count
+        return seconds
     raise InvalidInput(f"cannot read config {where}={raw!r}: expected seconds or a duration like '5m'")
 
 

@@ -14,8 +14,9 @@ file or stream (``.arrow``, ``.arrows``, ``.ipc``, ``.feather``; ``--table``, ``
 Parquet (``.parquet``; ``--table``, ``--tags``); ``--format`` overrides the extension. After
 each unit is written, ``<data>/_lifecycle/backfill/<key>.json`` records how many units are done,
 so an interrupted backfill resumes where it stopped when run again (``--restart`` ignores it);
-re-importing a unit is harmless anyway (rows of the same series and time merge). A unit that does
-not parse stops the job with the line (or batch) named; earlier units stay written.
+re-importing a unit is harmless anyway (rows of the same series and time merge), except in an
+append-only table (``spans``, ``events``...), which keeps both copies. A unit that does not
+parse stops the job with the line (or batch) named; earlier units stay written.
 
 Called by :mod:`tsengine.cli`; the parsers are the server's own (:mod:`tsengine.protocols.influx`,
 ``server.routes.imports``), imported lazily.

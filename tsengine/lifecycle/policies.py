@@ -7,9 +7,10 @@ the overrides an operator set at run time (``PUT /api/v1/retention/{db}[/{table}
 hours a ``db.table`` keeps (0 or None = forever).
 
 Lookup order for table ``T`` of database ``D``: an override for ``D.T``, an override for ``D``,
-the default for ``D.T``, the default for ``D``, the default for ``*`` (every table). An
-override of ``None`` (JSON ``null``) means "keep forever", hiding any default; deleting an
-override brings the default back.
+the default for ``D.T``, the default for ``D``, the default for ``*.T``, the default for ``*``
+(every table). An override of ``None`` (JSON ``null``) means "keep forever", hiding any
+default; deleting an override brings the default back. Hours are finite numbers >= 0 (or
+None), defaults included.
 
 Overrides persist in ``<data>/_lifecycle/retention.json`` (atomic replace: tmp, fsync,
 rename), so they survive a restart. Thread-safe (one lock); :meth:`set` blocks for the write.
@@ -18,6 +19,7 @@ rename), so they survive a restart. Thread-safe (one lock); :meth:`set` blocks f
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,8 +59,8 @@ def defaults_from_env(environ: Mapping[str, str], events_table: str = "events") 
             hours = float(raw)
         except ValueError:
             raise InvalidInput(f"cannot read {key}={raw!r}: expected a number of hours") from None
-        if hours < 0:
-            raise InvalidInput(f"cannot read {key}={raw!r}: must be >= 0")
+        if not 0 <= hours < math.inf:
+            raise InvalidInput(f"cannot read {key}={raw!r}: must be a finite number >= 0")
         out[target] = hours
     return out
 
@@ -66,9 +68,10 @@ def defaults_from_env(environ: Mapping[str, str], events_table: str = "events") 
 def _check_hours(value: object, what: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+    # Not infinity either: a cutoff is computed as an integer number of nanoseconds.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise InvalidInput(
-            f"cannot set retention of {what}: hours must be a number >= 0 or null, got {value!r}"
+            f"cannot set retention of {what}: hours must be a finite number >= 0 or null, got {value!r}"
         )
     return float(value)
 
@@ -78,7 +81,7 @@ class RetentionPolicies:
 
     def __init__(self, data_dir: Path, defaults: Mapping[str, float]) -> None:
         self._path = data_dir / LIFECYCLE_DIR / _FILE
-        self._defaults: dict[str, float | None] = dict(defaults)
+        self._defaults: dict[str, float | None] = {k: _check_hours(v, k) for k, v in defaults.items()}
         self._lock = threading.Lock()
         self._overrides: dict[str, float | None] = {}
         if self._path.exists():
@@ -129,7 +132,7 @@ class RetentionPolicies:
         specific defaults. Not persisted: the edge sets defaults at every open."""
         if not replace and key in self._defaults:
             return
-        self._defaults[key] = None if hours is None else float(hours)
+        self._defaults[key] = _check_hours(hours, key)
 
     def describe(self) -> dict[str, dict[str, float | None]]:
         """``{"defaults": {...}, "overrides": {...}}`` (JSON-able)."""

@@ -156,7 +156,3 @@ class PartitionFile:
             gen=int(m.group("gen") or 0),
             node=m.group("node"),
         )
-
-
-def day_of_hour(hour: int) -> int:
-    return hour // HOURS_PER_DAY

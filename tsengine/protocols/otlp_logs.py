@@ -50,6 +50,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 
 from tsengine.errors import ParseError
 from tsengine.protocols._events import CATEGORIES, EventRows, new_event_id
+from tsengine.protocols._otlp_encoding import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_PROTOBUF,
+    PROTOBUF_TYPES,
+    encode_message,
+    media_type,
+    unsupported_type,
+)
 from tsengine.protocols._partial import PartialBatch
 from tsengine.protocols.otlp_traces import _attributes, _value
 
@@ -63,9 +71,6 @@ __all__ = [
     "severity_of",
 ]
 
-CONTENT_TYPE_PROTOBUF = "application/x-protobuf"
-CONTENT_TYPE_JSON = "application/json"
-_PROTOBUF_TYPES = {CONTENT_TYPE_PROTOBUF, "application/protobuf"}
 #: The category of a record without an ``event.category`` attribute (an SDK category too).
 LOG_CATEGORY = "log"
 DEFAULT_NAME = "log"
@@ -230,34 +235,27 @@ def encode_response(result: LogBatch | None, content_type: str) -> bytes:
     if result is not None and result.rejected:
         response.partial_success.rejected_log_records = result.rejected
         response.partial_success.error_message = result.error_message
-    if content_type.split(";", 1)[0].strip().lower() == CONTENT_TYPE_JSON:
-        return json_format.MessageToJson(response, indent=None).encode()
-    return response.SerializeToString()
+    return encode_message(response, content_type)
 
 
 def _decode(body: bytes, content_type: str) -> Any:
-    media_type = content_type.split(";", 1)[0].strip().lower()
     request = ExportLogsServiceRequest()
-    if media_type in _PROTOBUF_TYPES:
+    media = media_type(content_type)
+    if media in PROTOBUF_TYPES:
         try:
             request.ParseFromString(body)
         except (DecodeError, RecursionError) as exc:
             raise ParseError(f"cannot decode OTLP logs: not an ExportLogsServiceRequest ({exc})") from exc
-    elif media_type == CONTENT_TYPE_JSON:
+    elif media == CONTENT_TYPE_JSON:
         try:
             doc = orjson.loads(body)
             # OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping of bytes is base64.
             _hex_ids_to_base64(doc)
             json_format.ParseDict(doc, request, ignore_unknown_fields=True)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"cannot decode OTLP logs JSON: {exc}") from exc
         except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
             raise ParseError(f"cannot decode OTLP logs JSON: {exc}") from exc
     else:
-        raise ParseError(
-            f"cannot decode OTLP logs: unsupported content type {content_type!r}, "
-            f"expected {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
-        )
+        raise unsupported_type("logs", content_type)
     return request
 
 

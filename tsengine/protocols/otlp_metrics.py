@@ -65,6 +65,13 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from tsengine.errors import InvalidName, ParseError
 from tsengine.model import TableBatch, validate_column
+from tsengine.protocols._otlp_encoding import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_PROTOBUF,
+    PROTOBUF_TYPES,
+    media_type,
+    unsupported_type,
+)
 from tsengine.protocols._proto_series import (
     STALE_NAN,
     TableRows,
@@ -75,9 +82,6 @@ from tsengine.protocols._proto_series import (
 
 __all__ = ["CONTENT_TYPE_JSON", "CONTENT_TYPE_PROTOBUF", "metric_table_name", "parse", "tag_name"]
 
-CONTENT_TYPE_PROTOBUF = "application/x-protobuf"
-CONTENT_TYPE_JSON = "application/json"
-_PROTOBUF_TYPES = {CONTENT_TYPE_PROTOBUF, "application/protobuf"}
 
 _NO_RECORDED_VALUE = metrics_pb2.DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _TEMPORALITY = {
@@ -121,16 +125,16 @@ def parse(body: bytes, *, content_type: str, db: str = "default") -> list[TableB
 
 
 def _decode(body: bytes, content_type: str) -> Any:
-    media_type = content_type.split(";", 1)[0].strip().lower()
     request = ExportMetricsServiceRequest()
-    if media_type in _PROTOBUF_TYPES:
+    media = media_type(content_type)
+    if media in PROTOBUF_TYPES:
         try:
             request.ParseFromString(body)
         except DecodeError as exc:
             raise ParseError(
                 f"cannot decode OTLP metrics: not an ExportMetricsServiceRequest ({exc})"
             ) from exc
-    elif media_type == CONTENT_TYPE_JSON:
+    elif media == CONTENT_TYPE_JSON:
         # json_format reads OTLP/JSON as is: camelCase or snake_case keys, enums as integers,
         # 64-bit integers as strings or numbers. Trace and span ids (hex in OTLP/JSON) only
         # occur in exemplars, which are dropped; hex is valid base64, so they never fail here.
@@ -139,10 +143,7 @@ def _decode(body: bytes, content_type: str) -> Any:
         except (json_format.ParseError, ValueError, RecursionError) as exc:
             raise ParseError(f"cannot decode OTLP metrics JSON: {exc}") from exc
     else:
-        raise ParseError(
-            f"cannot decode OTLP metrics: unsupported content type {content_type!r}, "
-            f"expected {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
-        )
+        raise unsupported_type("metrics", content_type)
     return request
 
 
@@ -316,7 +317,7 @@ class _Decoder:
                 f"{len(bounds) + 1} bucket counts, got {len(counts)}",
                 item=item,
             )
-        if len(bounds) > 1 and not (np.diff(bounds) > 0).all():
+        if not (bounds[1:] > bounds[:-1]).all():  # compared, not subtracted: huge bounds overflow
             raise ParseError("cannot use histogram point: explicit bounds are not increasing", item=item)
         if len(counts):
             cumulative = np.cumsum(counts[:-1])

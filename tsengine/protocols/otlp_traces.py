@@ -62,6 +62,14 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from tsengine.errors import ParseError
 from tsengine.model import TableBatch
+from tsengine.protocols._otlp_encoding import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_PROTOBUF,
+    PROTOBUF_TYPES,
+    encode_message,
+    media_type,
+    unsupported_type,
+)
 from tsengine.protocols._otlp_trace_view import ExportTraceServiceRequestView
 from tsengine.protocols._partial import PartialBatch
 
@@ -76,9 +84,6 @@ __all__ = [
     "parse",
 ]
 
-CONTENT_TYPE_PROTOBUF = "application/x-protobuf"
-CONTENT_TYPE_JSON = "application/json"
-_PROTOBUF_TYPES = {CONTENT_TYPE_PROTOBUF, "application/protobuf"}
 
 #: The table every span lands in (per database).
 SPANS_TABLE = "spans"
@@ -167,22 +172,20 @@ def encode_response(result: SpanBatch | None, content_type: str) -> bytes:
     if result is not None and result.rejected:
         response.partial_success.rejected_spans = result.rejected
         response.partial_success.error_message = result.error_message
-    if content_type.split(";", 1)[0].strip().lower() == CONTENT_TYPE_JSON:
-        return json_format.MessageToJson(response, indent=None).encode()
-    return response.SerializeToString()
+    return encode_message(response, content_type)
 
 
 def _decode(body: bytes, content_type: str) -> tuple[Any, _Flagged]:
     """The request as :data:`ExportTraceServiceRequestView` (span attributes left encoded), and
     the spans of an OTLP/JSON body already known to be unstorable (see :func:`_prepare_json`)."""
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type in _PROTOBUF_TYPES:
+    media = media_type(content_type)
+    if media in PROTOBUF_TYPES:
         try:
             return ExportTraceServiceRequestView.FromString(body), {}
         except (DecodeError, RecursionError) as exc:
             raise ParseError(f"cannot decode OTLP traces: not an ExportTraceServiceRequest ({exc})") from exc
     request = ExportTraceServiceRequest()
-    if media_type == CONTENT_TYPE_JSON:
+    if media == CONTENT_TYPE_JSON:
         try:
             doc = orjson.loads(body)
             # OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping of
@@ -190,15 +193,10 @@ def _decode(body: bytes, content_type: str) -> tuple[Any, _Flagged]:
             # (camelCase or snake_case keys, enums as integers, int64 as strings or numbers).
             flagged = _prepare_json(doc)
             json_format.ParseDict(doc, request, ignore_unknown_fields=True)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"cannot decode OTLP traces JSON: {exc}") from exc
         except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
             raise ParseError(f"cannot decode OTLP traces JSON: {exc}") from exc
     else:
-        raise ParseError(
-            f"cannot decode OTLP traces: unsupported content type {content_type!r}, "
-            f"expected {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
-        )
+        raise unsupported_type("traces", content_type)
     # One code path for both encodings: JSON becomes the same protobuf bytes.
     return ExportTraceServiceRequestView.FromString(request.SerializeToString()), flagged
 

@@ -338,28 +338,28 @@ class TableBuffer:
         sid, new_series, inv, n_uniq = self._series_ids(schema.tags, tag_codes, n)
         # Sort rows by (series, time, position): gives per-series last rows and duplicates.
         order = np.lexsort((np.arange(n), time, inv))
-        inv_s, time_s = inv[order], time[order]
+        inv_s = inv[order]
         group_end = np.flatnonzero(np.diff(inv_s)) if n else np.empty(0, np.int64)
         last_rows = order[np.append(group_end, n - 1)] if n else order
-        first_rows = order[np.insert(group_end + 1, 0, 0)] if n else order
         uniq_sids = sid[last_rows]
         batch_max = time[last_rows]
-        batch_min = time[first_rows]
-        # Rows that may duplicate an existing row: at or before their series' latest time, or
-        # before anything persisted before open, or equal to another row of this batch.
-        prior = np.full(n_uniq, INT64_MIN, dtype=np.int64)
-        known = uniq_sids < len(self.series_max_ns)
-        prior[known] = self.series_max_ns[uniq_sids[known]]
-        dirty_hours: set[int] = set()
-        suspect = (batch_min <= prior) | (batch_min <= self.persisted_max_ns)
-        dup_in_batch = (np.diff(inv_s) == 0) & (np.diff(time_s) == 0) if n > 1 else np.zeros(0, bool)
         # An append-only table keeps every row: nothing to mark for de-duplication.
-        if not schema.append_only and (suspect.any() or dup_in_batch.any()):
-            row_prior = np.maximum(prior[inv], self.persisted_max_ns)
-            mask = time <= row_prior
-            if dup_in_batch.any():
-                mask[order[1:][dup_in_batch]] = True
-            dirty_hours = set((np.unique(time[mask]) // NS_PER_HOUR).tolist())
+        dirty_hours: set[int] = set()
+        if not schema.append_only:
+            batch_min = time[order[np.insert(group_end + 1, 0, 0)]] if n else time
+            # Rows that may duplicate an existing row: at or before their series' latest time, or
+            # before anything persisted before open, or equal to another row of this batch.
+            prior = np.full(n_uniq, INT64_MIN, dtype=np.int64)
+            known = uniq_sids < len(self.series_max_ns)
+            prior[known] = self.series_max_ns[uniq_sids[known]]
+            suspect = (batch_min <= prior) | (batch_min <= self.persisted_max_ns)
+            dup_in_batch = (np.diff(inv_s) == 0) & (np.diff(time[order]) == 0) if n > 1 else np.zeros(0, bool)
+            if suspect.any() or dup_in_batch.any():
+                row_prior = np.maximum(prior[inv], self.persisted_max_ns)
+                mask = time <= row_prior
+                if dup_in_batch.any():
+                    mask[order[1:][dup_in_batch]] = True
+                dirty_hours = set((np.unique(time[mask]) // NS_PER_HOUR).tolist())
         fields: dict[str, tuple[FieldType, np.ndarray, np.ndarray | None]] = {}
         latest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, arr in batch.fields.items():

@@ -1,8 +1,7 @@
-"""The tsengine harness and the query ground truth, driven through an in-memory fake engine.
+"""The tsengine harness and the query ground truth.
 
-The fake implements the part of the ``tsengine.Engine`` interface the harness uses, over an
-Arrow table and DuckDB, so the harness's SQL, answer conversion and checks are tested before
-(and independently of) the real engine.
+The harness runs on the real engine; a lossy in-memory fake (the part of the ``tsengine.Engine``
+interface the harness uses, over an Arrow table and DuckDB) shows that its checks catch a loss.
 """
 
 from __future__ import annotations
@@ -77,8 +76,7 @@ def _with_engine(monkeypatch: pytest.MonkeyPatch, engine: type) -> None:
     monkeypatch.setitem(sys.modules, "tsengine.engine", module)
 
 
-def test_a_correct_engine_passes_every_check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _with_engine(monkeypatch, FakeEngine)
+def test_the_engine_passes_every_check(tmp_path: Path) -> None:
     result = storage_bench.bench("dec2", hosts=HOSTS, duration_s=DURATION_S, work_dir=tmp_path)
     assert result["available"]
     assert result["readback"]["ok"], result["readback"]
@@ -90,7 +88,7 @@ def test_a_correct_engine_passes_every_check(monkeypatch: pytest.MonkeyPatch, tm
         assert len(q["runs_ms"]) == 5
     assert result["queries"]["q1"]["check"]["expected_size"] == HOSTS * 2
     assert result["queries"]["q2"]["check"]["expected_size"] == HOSTS * len(tsbs.FIELDS) * 2
-    assert result["bytes_per_sample"] == 1000 / (HOSTS * 720 * len(tsbs.FIELDS))
+    assert result["bytes_per_sample"] == result["disk_bytes"] / (HOSTS * 720 * len(tsbs.FIELDS)) > 0
 
 
 def test_a_lossy_engine_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -98,13 +96,6 @@ def test_a_lossy_engine_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     result = storage_bench.bench("int", hosts=HOSTS, duration_s=DURATION_S, work_dir=tmp_path)
     assert not result["readback"]["ok"]
     assert not result["queries"]["q3"]["check"]["ok"]
-
-
-def test_without_an_engine_the_harness_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setitem(sys.modules, "tsengine.engine", None)
-    result = storage_bench.bench("int", hosts=HOSTS, duration_s=DURATION_S, work_dir=tmp_path)
-    assert result == {"available": False, "reason": result["reason"]}
-    assert "tsengine.Engine not available" in result["reason"]
 
 
 def test_expected_answers_have_the_sizes_both_engines_must_return() -> None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -148,11 +150,33 @@ def _check_prefixes(eng: Engine, ledger: Ledger) -> int:
     return total
 
 
-def _prefix_reader(eng: Engine, ledger: Ledger, stop: threading.Event, counts: list[int]) -> None:
+def _check_total(eng: Engine, ledger: Ledger) -> int:
+    """One count and sum over all of cpu; returns the count. Raises AssertionError if outside bounds."""
+    before = ledger.bounds()
+    row = eng.sql("SELECT count(*) AS n, coalesce(sum(v), 0) AS s FROM cpu").to_pylist()[0]
+    after = ledger.bounds()
+    n, s = row["n"], int(row["s"])
+    lo_n = sum(CUM_ROWS[w][before[w][0]] for w in range(WRITERS))
+    hi_n = sum(CUM_ROWS[w][after[w][1]] for w in range(WRITERS))
+    lo_s = sum(CUM_SUM[w][before[w][0]] for w in range(WRITERS))
+    hi_s = sum(CUM_SUM[w][after[w][1]] for w in range(WRITERS))
+    assert lo_n <= n <= hi_n, f"count {n} outside acknowledged {lo_n} .. in flight {hi_n}"
+    assert lo_s <= s <= hi_s, f"sum {s} outside acknowledged {lo_s} .. in flight {hi_s}"
+    return n
+
+
+def _reader(
+    check: Callable[[Engine, Ledger], int],
+    eng: Engine,
+    ledger: Ledger,
+    stop: threading.Event,
+    counts: list[int],
+) -> None:
+    """Run ``check`` until the writers are done (and once more after); counts never go down."""
     try:
         while True:
             last = stop.is_set()  # one more query after the writers are done
-            n = _check_prefixes(eng, ledger)
+            n = check(eng, ledger)
             assert not counts or n >= counts[-1], f"count went down: {counts[-1]} -> {n}"
             counts.append(n)
             if last:
@@ -161,45 +185,13 @@ def _prefix_reader(eng: Engine, ledger: Ledger, stop: threading.Event, counts: l
         ledger.errors.append(exc)
 
 
-def _total_reader(eng: Engine, ledger: Ledger, stop: threading.Event, counts: list[int]) -> None:
-    try:
-        while True:
-            last = stop.is_set()
-            before = ledger.bounds()
-            row = eng.sql("SELECT count(*) AS n, coalesce(sum(v), 0) AS s FROM cpu").to_pylist()[0]
-            after = ledger.bounds()
-            n, s = row["n"], int(row["s"])
-            lo_n = sum(CUM_ROWS[w][before[w][0]] for w in range(WRITERS))
-            hi_n = sum(CUM_ROWS[w][after[w][1]] for w in range(WRITERS))
-            lo_s = sum(CUM_SUM[w][before[w][0]] for w in range(WRITERS))
-            hi_s = sum(CUM_SUM[w][after[w][1]] for w in range(WRITERS))
-            assert lo_n <= n <= hi_n, f"count {n} outside acknowledged {lo_n} .. in flight {hi_n}"
-            assert lo_s <= s <= hi_s, f"sum {s} outside acknowledged {lo_s} .. in flight {hi_s}"
-            assert not counts or n >= counts[-1], f"count went down: {counts[-1]} -> {n}"
-            counts.append(n)
-            if last:
-                return
-    except BaseException as exc:  # reported by the test thread
-        ledger.errors.append(exc)
-
-
-def _flusher(eng: Engine, ledger: Ledger, stop: threading.Event, rounds: list[int]) -> None:
+def _maintainer(step: Callable[[], Any], ledger: Ledger, stop: threading.Event, results: list[Any]) -> None:
+    """Run ``step`` (a flush, a compaction) every MAINTAIN_EVERY acknowledged batches."""
     try:
         seen = 0
         while not stop.is_set():
             seen = ledger.wait_for_progress(seen, MAINTAIN_EVERY, stop)
-            eng.flush()
-            rounds.append(1)
-    except BaseException as exc:  # reported by the test thread
-        ledger.errors.append(exc)
-
-
-def _compactor(eng: Engine, ledger: Ledger, stop: threading.Event, removed: list[int]) -> None:
-    try:
-        seen = 0
-        while not stop.is_set():
-            seen = ledger.wait_for_progress(seen, MAINTAIN_EVERY, stop)
-            removed.append(eng.compact())
+            results.append(step())
     except BaseException as exc:  # reported by the test thread
         ledger.errors.append(exc)
 
@@ -237,7 +229,7 @@ def test_queries_racing_writers_flushes_and_compactions_are_consistent(
     stop = threading.Event()
     prefix_counts: list[list[int]] = [[], []]
     total_counts: list[int] = []
-    flushes: list[int] = []
+    flushes: list[None] = []
     removed: list[int] = []
     writers = [
         threading.Thread(target=_writer, args=(eng, w, ledger), name=f"writer-{w}", daemon=True)
@@ -246,15 +238,25 @@ def test_queries_racing_writers_flushes_and_compactions_are_consistent(
     others = [
         *(
             threading.Thread(
-                target=_prefix_reader, args=(eng, ledger, stop, c), name=f"prefix-reader-{i}", daemon=True
+                target=_reader,
+                args=(_check_prefixes, eng, ledger, stop, c),
+                name=f"prefix-reader-{i}",
+                daemon=True,
             )
             for i, c in enumerate(prefix_counts)
         ),
         threading.Thread(
-            target=_total_reader, args=(eng, ledger, stop, total_counts), name="total-reader", daemon=True
+            target=_reader,
+            args=(_check_total, eng, ledger, stop, total_counts),
+            name="total-reader",
+            daemon=True,
         ),
-        threading.Thread(target=_flusher, args=(eng, ledger, stop, flushes), name="flusher", daemon=True),
-        threading.Thread(target=_compactor, args=(eng, ledger, stop, removed), name="compactor", daemon=True),
+        threading.Thread(
+            target=_maintainer, args=(eng.flush, ledger, stop, flushes), name="flusher", daemon=True
+        ),
+        threading.Thread(
+            target=_maintainer, args=(eng.compact, ledger, stop, removed), name="compactor", daemon=True
+        ),
     ]
     try:
         for t in [*others, *writers]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pytest
@@ -11,7 +10,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tsengine.instrument import (
     EventCategory,
-    Metric,
     RequestInfo,
     Telemetry,
     TelemetryConfig,
@@ -95,21 +93,6 @@ async def test_metrics_and_health_endpoints(client: Any, rt: Telemetry) -> None:
     assert client.app[TELEMETRY_KEY] is rt
 
 
-async def test_never_breaks_the_app_when_telemetry_raises(
-    client: Any, rt: Telemetry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("registry exploded")
-
-    monkeypatch.setattr(rt.performance, "record_request", broken)
-    r = await client.get("/items/5")
-    assert r.status == 200 and (await r.json())["id"] == "5"
-    assert (await client.get("/secret")).status == 403
-    monkeypatch.setattr("tsengine.instrument.aiohttp.pick_correlation_id", broken)
-    assert (await client.get("/items/6")).status == 200
-    assert rt.registry.get_sample_value("tsengine_instrument_errors_total", {"component": "aiohttp"}) == 3
-
-
 async def test_hooks_and_security_events(client: Any, rt: Telemetry) -> None:
     seen: list[tuple[Any, ...]] = []
 
@@ -135,40 +118,3 @@ async def test_cleanup_ctx_starts_and_stops_the_sampler(aiohttp_client: Any) -> 
     assert rt.system.running
     await client.close()
     assert not rt.system.running
-
-
-async def test_registry_raising_on_every_metric_never_breaks_the_app(
-    client: Any, rt: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Even the SDK's own error counter fails here: the failure can only be logged.
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("registry exploded")
-
-    monkeypatch.setattr(Metric, "labels", broken)
-    with caplog.at_level(logging.ERROR, logger="tsengine.instrument"):
-        r = await client.get("/items/3")
-    assert r.status == 200
-    monkeypatch.undo()
-    assert "telemetry middleware failed at finish" in caplog.text
-
-
-async def test_request_hook_ends_even_when_recording_fails(
-    client: Any, rt: Telemetry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ended: list[int | None] = []
-
-    class Hook:
-        def on_request_start(self, info: RequestInfo) -> object:
-            return "span"
-
-        def on_request_end(self, info: RequestInfo, token: object) -> None:
-            ended.append(info.status)
-
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("registry exploded")
-
-    rt.hooks.add_request_hook(Hook())
-    monkeypatch.setattr(rt.performance, "record_request", broken)
-    r = await client.get("/items/1")
-    assert r.status == 200
-    assert ended == [200]

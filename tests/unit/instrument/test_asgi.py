@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tsengine.instrument import (
     EventCategory,
-    Metric,
     RequestInfo,
     Telemetry,
     TelemetryConfig,
@@ -139,23 +137,6 @@ async def test_health_endpoint_and_excluded_paths(client: httpx.AsyncClient, rt:
     assert rt.registry.get("http_requests") is None
 
 
-async def test_middleware_survives_a_raising_registry(
-    client: httpx.AsyncClient, rt: Telemetry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("registry exploded")
-
-    monkeypatch.setattr(rt.performance, "record_request", broken)
-    monkeypatch.setattr("tsengine.instrument.asgi.pick_correlation_id", broken)
-    r = await client.get("/items/1")
-    assert r.status_code == 200 and r.json()["id"] == 1
-    monkeypatch.undo()
-    monkeypatch.setattr(rt.performance, "record_request", broken)
-    r = await client.get("/items/2")
-    assert r.status_code == 200
-    assert rt.registry.get_sample_value("tsengine_instrument_errors_total", {"component": "asgi"}) == 2
-
-
 async def test_request_hooks_see_route_and_status(client: httpx.AsyncClient, rt: Telemetry) -> None:
     seen: list[tuple[Any, ...]] = []
 
@@ -255,40 +236,3 @@ async def test_wraps_a_raw_asgi_app(rt: Telemetry) -> None:
 def test_setup_refuses_unknown_apps(rt: Telemetry) -> None:
     with pytest.raises(TypeError, match="cannot instrument"):
         setup_telemetry_for_app(object(), telemetry=rt)
-
-
-async def test_registry_raising_on_every_metric_never_breaks_the_app(
-    client: Any, rt: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Even the SDK's own error counter fails here: the failure can only be logged.
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("registry exploded")
-
-    monkeypatch.setattr(Metric, "labels", broken)
-    with caplog.at_level(logging.ERROR, logger="tsengine.instrument"):
-        r = await client.get("/items/3")
-    assert r.status_code == 200
-    monkeypatch.undo()
-    assert "telemetry middleware failed at finish" in caplog.text
-
-
-async def test_request_hook_ends_even_when_recording_fails(
-    client: Any, rt: Telemetry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ended: list[int | None] = []
-
-    class Hook:
-        def on_request_start(self, info: RequestInfo) -> object:
-            return "span"
-
-        def on_request_end(self, info: RequestInfo, token: object) -> None:
-            ended.append(info.status)
-
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("registry exploded")
-
-    rt.hooks.add_request_hook(Hook())
-    monkeypatch.setattr(rt.performance, "record_request", broken)
-    r = await client.get("/items/1")
-    assert r.status_code == 200
-    assert ended == [200]

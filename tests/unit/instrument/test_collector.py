@@ -6,9 +6,13 @@ import pytest
 
 from tsengine.instrument import (
     NOOP_METRIC,
+    Counter,
+    Gauge,
+    Histogram,
     MetricDefinitionError,
     MetricsCollector,
     MetricType,
+    Summary,
     Telemetry,
     TelemetryConfig,
 )
@@ -134,3 +138,23 @@ def test_disabled_collector_records_nothing(clock: FakeClock) -> None:
         pass
     assert rt.metrics.get_data_points() == []
     assert rt.registry.collect() == []
+
+
+#: What a metric describes about itself; the no-op metric has nothing to describe.
+_DESCRIPTIVE = {"buckets", "documentation", "enabled", "family_names", "labelnames", "name", "series_count"}
+
+
+@pytest.mark.parametrize("cls", [Counter, Gauge, Histogram, Summary])
+def test_noop_metric_takes_every_call_of_the_metric_it_stands_for(cls: type) -> None:
+    # Code written against a real metric must not break when metrics are switched off.
+    public = {n for n in dir(cls) if not n.startswith("_")}
+    assert public - set(dir(NOOP_METRIC)) <= _DESCRIPTIVE
+    with pytest.raises(KeyError), NOOP_METRIC.count_exceptions(KeyError), NOOP_METRIC.track_inprogress():
+        raise KeyError("propagates")
+
+    @NOOP_METRIC.count_exceptions()
+    @NOOP_METRIC.track_inprogress()
+    def work() -> int:
+        return 7
+
+    assert work() == 7

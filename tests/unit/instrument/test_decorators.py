@@ -84,6 +84,32 @@ async def test_async_exception_propagates_unchanged_with_traceback(rt: Telemetry
     assert calls(rt, "payment", "pay", "error") == 1
 
 
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_wrapper_drops_the_exception_it_recorded(rt: Telemetry, is_async: bool) -> None:
+    # Left in the wrapper's frame, the exception would keep its own traceback alive (a cycle).
+    def fail() -> None:
+        raise KeyError("x")
+
+    async def afail() -> None:
+        fail()
+
+    decorated = telemetry(runtime=rt)(afail if is_async else fail)
+    with pytest.raises(KeyError) as info:
+        await decorated() if is_async else decorated()
+    frames = [frame for frame, _ in traceback.walk_tb(info.value.__traceback__)]
+    (wrapper,) = [f for f in frames if f.f_code.co_name in ("wrapper", "async_wrapper")]
+    assert wrapper.f_locals["error"] is None
+
+
+def test_domain_decorator_used_bare_with_options_honours_them(rt: Telemetry) -> None:
+    def refund() -> None:
+        pass
+
+    billing_telemetry(refund, track_event=False, runtime=rt)()
+    assert calls(rt, "billing", "refund", "success") == 1
+    assert rt.events.get_events() == []
+
+
 def test_bare_decorators_use_the_function_name_and_the_default_runtime() -> None:
     @document_telemetry
     def upload_document() -> str:

@@ -115,6 +115,15 @@ def test_configured_exporter_is_built_not_started(env: dict[str, str], cls_name:
     assert not exporter.running  # type: ignore[union-attr]
     assert not (tmp_path / "data").exists()  # the embedded engine opens on first delivery
     exporter.shutdown(0.0)  # type: ignore[union-attr]
+    # Applying the same settings to an app whose exporter was shut down (stop()) builds a new
+    # one, as the span exporter does; with it running, the same settings keep it.
+    rt.apply(rt.config)
+    again = rt.exporter
+    assert type(again) is getattr(ti, cls_name) and again is not exporter
+    assert not again.is_shut_down  # type: ignore[union-attr]
+    rt.apply(rt.config)
+    assert rt.exporter is again
+    again.shutdown(0.0)  # type: ignore[union-attr]
     rt.apply(rt.config.replace(export="none"))
     assert rt.exporter is None
 

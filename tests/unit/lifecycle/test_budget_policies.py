@@ -70,9 +70,11 @@ def test_policies_lookup_persist_and_validate(tmp_path: Path) -> None:
     again.set_default("m.cpu_1h", None)  # a rollup level without retention: forever
     again.set_default("m.cpu_1h", 3, replace=False)  # the first default is kept
     assert again.hours_for("m", "cpu_1h") is None and again.hours_for("m", "cpu") == 100
-    for bad in (-1, "x", True):
+    for bad in (-1, "x", True, float("inf"), float("nan")):
         with pytest.raises(InvalidInput, match=r"default\.cpu"):
             again.set("default", "cpu", bad)
+    with pytest.raises(InvalidInput, match=r"\*\.events"):
+        again.set_default("*.events", float("inf"))  # a cutoff in ns has no infinity
     with pytest.raises(InvalidInput):
         again.set("bad db", None, 1)
 
@@ -80,8 +82,9 @@ def test_policies_lookup_persist_and_validate(tmp_path: Path) -> None:
 def test_defaults_from_env() -> None:
     env = {"METRICS_RETENTION_HOURS": "720", "EVENTS_RETENTION_HOURS": "2160"}
     assert defaults_from_env(env) == {"*": 720.0, "*.events": 2160.0}
-    with pytest.raises(InvalidInput, match="METRICS_RETENTION_HOURS"):
-        defaults_from_env({"METRICS_RETENTION_HOURS": "a week"})
+    for bad in ("a week", "inf", "-1"):
+        with pytest.raises(InvalidInput, match="METRICS_RETENTION_HOURS"):
+            defaults_from_env({"METRICS_RETENTION_HOURS": bad})
 
 
 def test_storage_config_errors_name_the_key() -> None:
@@ -103,6 +106,8 @@ def test_storage_config_errors_name_the_key() -> None:
         ),
         ({"downsampling": {"resolutions": [{"name": "x y", "every": 1}]}}, "resolutions[0]"),
         ({"retention": {"default": -1}}, "storage.retention.default"),
+        ({"downsampling": {"lateness": float("inf")}}, "storage.downsampling.lateness"),  # YAML .inf
+        ({"downsampling": {"resolutions": [{"name": "1m", "every": float("inf")}]}}, "resolutions[0].every"),
     ]:
         with pytest.raises(InvalidInput, match=needle.replace("[", r"\[")):
             StorageConfig.from_mapping(doc)

@@ -155,8 +155,12 @@ async def test_failing_task_is_recorded_retried_next_interval_and_others_keep_ru
             raise RuntimeError("disk on fire")
         return "recovered"
 
+    def good() -> int:
+        good_runs.append(1)
+        return len(good_runs)
+
     sched.add("flaky", flaky, 60)
-    sched.add("good", lambda: good_runs.append(1) or len(good_runs), 60)
+    sched.add("good", good, 60)
     await sched.start()
     await sleep.wait_sleepers(2)  # both loops wait for their first interval
     clock.advance(60)
@@ -343,7 +347,6 @@ def _gauge(text: str, name: str, task: str) -> float:
 
 
 def test_interval_defaults_and_config_values() -> None:
-    assert interval_for({}, "metrics_aggregation") == 300.0
     assert {name: interval_for({}, name) for name in DEFAULT_INTERVALS} == {
         "alert_evaluation": 60.0,
         "metrics_aggregation": 300.0,
@@ -351,8 +354,8 @@ def test_interval_defaults_and_config_values() -> None:
         "event_aggregation": 900.0,
         "cleanup": 1800.0,
     }
-    config = {"intervals": {"metrics_aggregation": "5m", "cleanup": 90, "event_aggregation": "1.5h"}}
-    assert interval_for(config, "metrics_aggregation") == 300.0
+    config = {"intervals": {"metrics_aggregation": "7m", "cleanup": 90, "event_aggregation": "1.5h"}}
+    assert interval_for(config, "metrics_aggregation") == 420.0  # not the default 300
     assert interval_for(config, "cleanup") == 90.0
     assert interval_for(config, "event_aggregation") == 5400.0
     assert interval_for({"intervals": {"alert_evaluation": "250ms"}}, "alert_evaluation") == 0.25

@@ -285,11 +285,12 @@ def _apply_exporter(rt: Telemetry, config: TelemetryConfig) -> None:
     """Build (not start) the span exporter :func:`span_export_target` names; replace or drop the old one."""
     tracer = rt.tracer
     target = span_export_target(config)
+    token = config.tracing_exporter_token or config.exporter_token
     key = None
     if target is not None:
         key = (
             *target,
-            config.tracing_exporter_token or config.exporter_token,
+            token,
             config.tracing_exporter_batch_size,
             config.tracing_exporter_queue_size,
             config.tracing_exporter_flush_interval_s,
@@ -315,9 +316,7 @@ def _apply_exporter(rt: Telemetry, config: TelemetryConfig) -> None:
     if target[0] == "embedded":
         exporter = EmbeddedSpanExporter(path=target[1], **settings)
     else:
-        exporter = OtlpSpanExporter(
-            target[1], config.tracing_exporter_token or config.exporter_token, **settings
-        )
+        exporter = OtlpSpanExporter(target[1], token, **settings)
     tracer.add_processor(exporter)
     tracer._config_exporter = (key, exporter)
 

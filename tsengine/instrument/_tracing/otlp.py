@@ -14,7 +14,9 @@ Wire format reminder: a field is ``varint(number << 3 | wire_type)`` then the va
 (0) for ints, bools and enums, 8 little-endian bytes (1) for ``fixed64``/``double``, 4 (5) for
 ``fixed32``, and a varint length + bytes (2) for strings, bytes and sub-messages. Attribute
 values follow ``AnyValue``: str, bool, int (int64), float (double), bytes, and lists of those
-(``ArrayValue``); anything else is sent as its ``str()``.
+(``ArrayValue``); anything else is sent as its ``str()``. The varint and length-field helpers
+are the SDK's one set (:mod:`tsengine.instrument._otlp_metrics_export`, also used for metrics
+and logs); the tags are precomputed here because this encoder runs per span.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tsengine.instrument._otlp_metrics_export import _len_field, _varint
 from tsengine.instrument._tracing.span import Span
 
 __all__ = ["encode_export_request", "encode_span"]
@@ -32,27 +35,10 @@ _pack_i = struct.Struct("<I").pack
 _pack_d = struct.Struct("<d").pack
 _U64 = (1 << 64) - 1
 
-_SMALL = [bytes((i,)) for i in range(128)]
-
 #: Span.flags bits: the low 8 are the W3C trace flags; 0x100 says whether the parent's
 #: remoteness is known, 0x200 that the parent is remote (OTLP 1.1+).
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL[n]
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _len_field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
 
 
 # Tags (field number << 3 | wire type), precomputed.
@@ -70,8 +56,6 @@ _T2_VARINT = b"\x10"
 _T3_VARINT = b"\x18"
 _T6_VARINT = b"\x30"
 _T10_VARINT = b"\x50"
-_T12_VARINT = b"\x60"
-_T14_VARINT = b"\x70"
 _T1_FIXED64 = b"\x09"
 _T4_FIXED64 = b"\x21"
 _T7_FIXED64 = b"\x39"

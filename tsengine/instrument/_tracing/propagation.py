@@ -26,7 +26,7 @@ from typing import Any
 
 from tsengine.instrument._tracing.span import Span, SpanContext, current_span_var
 
-__all__ = ["TRACEPARENT", "TRACESTATE", "extract", "format_traceparent", "inject", "parse_traceparent"]
+__all__ = ["TRACEPARENT", "TRACESTATE", "extract", "inject", "parse_traceparent"]
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -44,10 +44,6 @@ _FLAGS_HEX = [f"{i:02x}" for i in range(256)]
 _KEY = r"[a-z][_0-9a-z\-\*\/]{0,255}|[a-z0-9][_0-9a-z\-\*\/]{0,240}@[a-z][_0-9a-z\-\*\/]{0,13}"
 _VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 _MEMBER = re.compile(f"({_KEY})=({_VALUE})")
-
-
-def format_traceparent(trace_id: int, span_id: int, trace_flags: int) -> str:
-    return f"00-{trace_id:032x}-{span_id:016x}-{trace_flags & 0xFF:02x}"
 
 
 def inject(carrier: MutableMapping[str, str], span: Span | SpanContext | None = None) -> None:

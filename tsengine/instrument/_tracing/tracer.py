@@ -242,7 +242,6 @@ class Tracer:
         ``parent``: the current span by default; a :class:`SpanContext` (from ``extract``) for a
         remote parent; None for a new trace. ``_current`` is internal (``start_span`` passes False).
         """
-        current = _current
         if not self.enabled:
             return self._noop
         if parent is _CURRENT:
@@ -282,7 +281,7 @@ class Tracer:
         span.end_time_ns = 0
         span._attributes = dict(attributes) if attributes and flags else None
         span.status_code = _UNSET
-        span._current = current
+        span._current = _current
         if links and flags:
             for ctx in links:
                 span.add_link(ctx)
